@@ -1,0 +1,55 @@
+"""The ``zoo`` command. Each subcommand lives in its own module with ``add_parser`` and ``run``.
+
+User errors (:class:`zoo.errors.ZooError`) print one line, ``zoo: error: ...``, and exit with their code
+(2 unless stated); they never print a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from zoo.errors import ZooError
+
+#: subcommand -> module in zoo.cli
+COMMANDS = {
+    "train": "zoo.cli.train",
+    "list": "zoo.cli.listing",
+    "plugins": "zoo.cli.plugins",
+}
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"zoo: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from zoo import __version__
+
+    parser = argparse.ArgumentParser(prog="zoo", description="A plugin-style model zoo for GAN image colorization.")
+    parser.add_argument("--version", action="version", version=f"zoo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _one_line_warning
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ZooError as exc:
+        print(f"zoo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `zoo list | head`
+        return 0
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""zoo plugins: loaded plugins, where each comes from, and what it provides."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from zoo.registry import KINDS, get_registry
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("plugins", help="list loaded plugins and where each comes from")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = get_registry()
+    rows = []
+    for info in registry.plugins:
+        provides = [f"{kind}:{c.name}" for kind in KINDS for c in registry.components[kind].values()
+                    if c.plugin.name == info.name and c.plugin.module == info.module]
+        rows.append({"name": info.name, "module": info.module, "distribution": info.distribution,
+                     "version": info.version, "status": info.error or "loaded", "provides": provides})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        dist = f"{r['distribution']} {r['version']}" if r["distribution"] else "(not from a distribution)"
+        print(f"{r['name']}: {r['module']} from {dist} [{r['status']}]")
+        if r["provides"]:
+            print(f"    provides {', '.join(r['provides'])}")
+    return 0

@@ -1,0 +1,36 @@
+"""User-facing errors.
+
+Anything a user can cause (a bad spec value, an unknown component, a broken image folder, a corrupt
+checkpoint) raises a ``ZooError``. The CLI prints its message as one line and exits with code 2; it never
+shows a traceback for these.
+"""
+
+
+class ZooError(Exception):
+    """An error caused by user input; its message says what is wrong and what to do."""
+
+    exit_code = 2
+
+
+class UnknownComponent(ZooError):
+    """No registered component has the requested name."""
+
+
+class DuplicateComponent(ZooError):
+    """Two plugins registered the same component name."""
+
+
+class SpecError(ZooError):
+    """A training spec or config file is invalid."""
+
+
+class DataError(ZooError):
+    """A data source is missing, empty or unusable."""
+
+
+class CheckpointError(ZooError):
+    """A file given as a checkpoint is missing, corrupt or not a zoo checkpoint."""
+
+
+class PluginError(ZooError):
+    """A plugin misbehaves (wrong output shape, broken builder)."""

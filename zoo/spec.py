@@ -1,0 +1,284 @@
+"""The training spec: one pydantic object that is the whole experiment.
+
+Two stages of validation (as llm does): the spec names each component, and the component validates its
+own options (`Component.options`). Layers, later ones winning: TrainSpec defaults < preset < config file
+(YAML, TOML or JSON) < command-line flags (--gen, --steps, ...) < ``--set dotted.key=value``.
+When a later layer names a different component for a slot, the earlier layer's options for that slot
+are dropped (they belonged to the other component).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from zoo.errors import SpecError
+from zoo.options import Options
+from zoo.registry import BuildContext, Registry, format_validation_error
+
+SLOTS = {"generator": "generator", "discriminator": "discriminator", "gan_loss": "gan_loss",
+         "pixel_loss": "pixel_loss"}
+
+
+class ComponentSpec(Options):
+    name: str = Field(description="registered component name (see `zoo list`)")
+    options: dict[str, Any] = Field(default_factory=dict, description="validated by the component's own options")
+
+
+class OptimizerSpec(Options):
+    lr: float = Field(2e-4, gt=0, le=1, description="Adam learning rate")
+    beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="Adam weight decay")
+
+
+class DataSpec(Options):
+    source: str = Field("embedded", description="'embedded' (photos shipped in installed packages), a folder "
+                                                 "path, or 'coco-sample' (fastai COCO_SAMPLE, seed split)")
+    image_size: int = Field(256, ge=16, le=4096, description="side of the square training image, pixels")
+    load_size: int | None = Field(None, ge=16, le=8192, description="images are resized to this before a "
+                                  "random crop of image_size (needs random_crop); default: image_size")
+    random_crop: bool = Field(False, description="random image_size crops of the load_size image (train only)")
+    flip: bool = Field(True, description="random horizontal flips (train only)")
+    batch_size: int = Field(16, ge=1, le=4096, description="images per step")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of a folder held out for validation "
+                                "(ignored when it has train/ and val/ subfolders)")
+    split_seed: int = Field(123, description="seed of the train/val split of a folder")
+    val_images: int = Field(64, ge=1, description="validation images used for the val L1 logged at each sample")
+
+    @model_validator(mode="after")
+    def _crop_fits(self):
+        if self.load_size is not None and self.load_size < self.image_size:
+            raise ValueError(f"load_size {self.load_size} is smaller than image_size {self.image_size}")
+        if self.load_size not in (None, self.image_size) and not self.random_crop:
+            raise ValueError("load_size differs from image_size but random_crop is off: set random_crop=true "
+                             "or drop load_size")
+        return self
+
+    @property
+    def decode_size(self) -> int:
+        return self.load_size or self.image_size
+
+
+class InitSpec(Options):
+    kind: Literal["normal", "xavier", "kaiming", "none"] = Field("normal", description="weight init of conv and "
+                                                                 "linear layers (BatchNorm: N(1, gain))")
+    gain: float = Field(0.02, gt=0, le=10, description="std of the normal init / gain of xavier")
+    apply_to: list[Literal["generator", "discriminator"]] = Field(
+        default_factory=lambda: ["generator", "discriminator"],
+        description="nets to initialise (leave a pretrained generator out)")
+
+
+class PretrainSpec(Options):
+    steps: int = Field(0, ge=0, description="L1-only generator steps before the GAN stage")
+    epochs: int = Field(0, ge=0, description="L1-only generator epochs before the GAN stage (the seed's "
+                                             "ResNet18 recipe: 20)")
+    lr: float = Field(1e-4, gt=0, le=1, description="Adam learning rate of the pretraining stage")
+    beta1: float = Field(0.9, ge=0, lt=1, description="Adam beta1 of the pretraining stage")
+    beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of the pretraining stage")
+
+
+class TrainSpec(Options):
+    generator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="unet"))
+    discriminator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="patch"))
+    gan_loss: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="vanilla"))
+    pixel_loss: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="l1"))
+    pixel_weight: float = Field(100.0, ge=0, description="lambda: weight of the pixel loss in the G loss")
+    data: DataSpec = Field(default_factory=DataSpec)
+    gen_optim: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    disc_optim: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    init: InitSpec = Field(default_factory=InitSpec)
+    pretrain: PretrainSpec = Field(default_factory=PretrainSpec)
+    steps: int | None = Field(None, ge=1, description="GAN-stage steps (with epochs: whichever ends first)")
+    epochs: int | None = Field(None, ge=1, description="GAN-stage epochs (with steps: whichever ends first)")
+    log_every: int = Field(10, ge=1, description="steps between loss-log lines")
+    sample_every: int = Field(200, ge=1, description="steps between sample grids and val L1")
+    checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints (also at the end, "
+                                  "at the end of the pretraining stage, and on Ctrl-C/SIGTERM)")
+    keep_checkpoints: int = Field(3, ge=2, description="checkpoints kept (older ones are deleted)")
+    num_samples: int = Field(6, ge=1, le=64, description="validation images in each sample grid")
+    seed: int = Field(0, description="seed of init, dropout, sampling and augmentation")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto: CUDA if available")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision (fp16: CUDA "
+                                                       "with a grad scaler)")
+    out: str = Field("runs", description="folder in which the run folder is made")
+    run_name: str | None = Field(None, description="run folder name (default: <gen>-<disc>-<timestamp>)")
+
+    @model_validator(mode="after")
+    def _has_length(self):
+        if self.steps is None and self.epochs is None:
+            raise ValueError("give steps or epochs (or both)")
+        return self
+
+    def context(self) -> BuildContext:
+        return BuildContext(image_size=self.data.image_size)
+
+    def resolved(self, registry: Registry) -> "TrainSpec":
+        """Every component looked up and its options validated and filled with defaults."""
+        updates = {}
+        for slot in SLOTS:
+            comp_spec: ComponentSpec = getattr(self, slot)
+            component = registry.get(slot, comp_spec.name)
+            opts = component.options(comp_spec.options)
+            updates[slot] = ComponentSpec(name=comp_spec.name, options=opts.model_dump(mode="json"))
+        return self.model_copy(update=updates)
+
+
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "cpu": (
+        "small U-Net (n_down 6, ngf 32) + PatchGAN (ndf 32) on 64 px crops, 600 steps: a few minutes on a CPU",
+        {
+            "generator": {"name": "unet", "options": {"n_down": 6, "ngf": 32}},
+            "discriminator": {"name": "patch", "options": {"ndf": 32, "n_layers": 3}},
+            "data": {"image_size": 64, "load_size": 80, "random_crop": True, "batch_size": 16},
+            "steps": 600, "sample_every": 200, "checkpoint_every": 200,
+        },
+    ),
+    "seed": (
+        "the seed recipe: COCO_SAMPLE 8000/2000, 256 px, U-Net n_down 8 ngf 64, PatchGAN ndf 64 x3, batch 16, "
+        "vanilla GAN + 100*L1, Adam 2e-4 (0.5, 0.999), N(0, 0.02) init, 100 epochs",
+        {
+            "generator": {"name": "unet", "options": {"n_down": 8, "ngf": 64}},
+            "discriminator": {"name": "patch", "options": {"ndf": 64, "n_layers": 3}},
+            "gan_loss": {"name": "vanilla"}, "pixel_loss": {"name": "l1"}, "pixel_weight": 100.0,
+            "data": {"source": "coco-sample", "image_size": 256, "batch_size": 16},
+            "epochs": 100, "sample_every": 500, "checkpoint_every": 500,
+        },
+    ),
+    "seed-resnet18": (
+        "the seed's second model: ImageNet ResNet18 DynamicUnet, 20 epochs L1-only pretraining (Adam 1e-4), "
+        "then 20 GAN epochs as the seed recipe",
+        {
+            "generator": {"name": "resnet18_unet", "options": {"backbone": "resnet18", "pretrained": True}},
+            "discriminator": {"name": "patch", "options": {"ndf": 64, "n_layers": 3}},
+            "data": {"source": "coco-sample", "image_size": 256, "batch_size": 16},
+            "init": {"apply_to": ["discriminator"]},
+            "pretrain": {"epochs": 20, "lr": 1e-4},
+            "epochs": 20, "sample_every": 500, "checkpoint_every": 500,
+        },
+    ),
+}
+DEFAULT_PRESET = "cpu"
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON config file into a dict; one-line SpecError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"config file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read config file {str(path)!r}: {exc}") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise SpecError(f"config file {str(path)!r}: unknown format {suffix!r}; use .yaml, .yml, .toml or .json")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"config file {str(path)!r}{where}: malformed YAML: {problem}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"config file {str(path)!r}: malformed TOML: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"config file {str(path)!r}: malformed JSON: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"config file {str(path)!r} must hold a mapping of spec keys, not {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'a.b.c=value' -> (['a', 'b', 'c'], value); the value is read as a YAML scalar (32, 2e-4, false, [1, 2])."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"--set {item!r}: expected dotted.key=value, e.g. --set generator.options.ngf=32")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def merge(base: dict[str, Any], layer: dict[str, Any], top: bool = True) -> dict[str, Any]:
+    """Deep-merge ``layer`` into a copy of ``base``; a component slot renamed by ``layer`` drops old options."""
+    out = copy.deepcopy(base)
+    for key, value in layer.items():
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            if top and key in SLOTS and "name" in value and value["name"] != old.get("name"):
+                old = {}  # the old options belonged to another component
+            out[key] = merge(old, value, top=False)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _nested(path: list[str], value: Any) -> dict[str, Any]:
+    layer: Any = value
+    for part in reversed(path):
+        layer = {part: layer}
+    return layer
+
+
+def build_spec(preset: str | None = None, config: str | Path | None = None, flags: dict[str, Any] | None = None,
+               overrides: list[str] = ()) -> tuple[TrainSpec, str]:
+    """Layer preset, config file, flags and --set overrides into a validated TrainSpec.
+
+    Returns the spec and a sentence saying which preset was used and why.
+    """
+    if preset is None:
+        preset_name = DEFAULT_PRESET
+        why = f"preset {preset_name!r} (the default when no --preset is given: {PRESETS[preset_name][0]}; " \
+              f"--preset seed runs the seed recipe)"
+    else:
+        if preset not in PRESETS:
+            import difflib
+            close = difflib.get_close_matches(preset, list(PRESETS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise SpecError(f"no preset named {preset!r}.{hint} Available: {', '.join(PRESETS)}")
+        preset_name = preset
+        why = f"preset {preset_name!r} ({PRESETS[preset_name][0]})"
+    raw: dict[str, Any] = merge({}, PRESETS[preset_name][1])
+    if config is not None:
+        raw = merge(raw, read_config(config))
+        why += f", then config {str(config)!r}"
+    for key, value in (flags or {}).items():
+        if value is not None:
+            raw = merge(raw, _nested(key.split("."), value))
+    for item in overrides:
+        path, value = parse_override(item)
+        raw = merge(raw, _nested(path, value))
+    return validate_spec(raw), why
+
+
+def validate_spec(raw: dict[str, Any]) -> TrainSpec:
+    try:
+        return TrainSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"invalid spec: {format_validation_error(exc)}") from None
+
+
+def spec_to_json(spec: TrainSpec) -> str:
+    return spec.model_dump_json(indent=2)
+
+
+def spec_from_json(text: str) -> TrainSpec:
+    try:
+        return TrainSpec.model_validate_json(text)
+    except ValidationError as exc:
+        raise SpecError(f"invalid stored spec: {format_validation_error(exc)}") from None
