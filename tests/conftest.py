@@ -20,7 +20,7 @@ TINY = ["--image-size", "32", "--batch-size", "4", "--set", "generator.options.n
 def run_zoo(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300,
             check_rc: int | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m zoo ARGS`` in a subprocess, exactly as a user would."""
-    full_env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning", **(env or {})}
+    full_env = {**os.environ, **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=full_env,
                           cwd=cwd, timeout=timeout)
     if check_rc is not None:
