@@ -100,9 +100,10 @@ def build_models(spec: TrainSpec, device: torch.device, registry: Registry | Non
     disc = registry.create("discriminator", spec.discriminator.name, spec.discriminator.options, ctx)
     gan_loss = registry.create("gan_loss", spec.gan_loss.name, spec.gan_loss.options, ctx)
     pixel_loss = registry.create("pixel_loss", spec.pixel_loss.name, spec.pixel_loss.options, ctx)
-    if "generator" in spec.init.apply_to:
+    # A component whose options ask for pretrained weights keeps them: init would erase them.
+    if "generator" in spec.init.apply_to and not spec.generator.options.get("pretrained"):
         init_weights(gen, spec.init.kind, spec.init.gain)
-    if "discriminator" in spec.init.apply_to:
+    if "discriminator" in spec.init.apply_to and not spec.discriminator.options.get("pretrained"):
         init_weights(disc, spec.init.kind, spec.init.gain)
     gen, disc = gen.to(device), disc.to(device)
     gan_loss, pixel_loss = gan_loss.to(device), pixel_loss.to(device)

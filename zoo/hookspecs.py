@@ -14,6 +14,9 @@ Each hook receives ``register(name, build, Options)``:
 - ``build(options, context) -> torch.nn.Module``: pure; no device placement, weight init or printing.
   ``context`` is a :class:`zoo.BuildContext` (image size, ...).
 
+An option named ``pretrained`` that is true tells the engine the built module already holds trained
+weights: the spec's weight init is then not applied to it.
+
 Colour space and ranges: images are CIE Lab (D65). The generator input is L scaled ``L/50 - 1``
 (in [-1, 1]); the generator output is ab scaled ``ab/110`` (in [-1, 1]).
 """

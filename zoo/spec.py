@@ -71,7 +71,7 @@ class InitSpec(Options):
     gain: float = Field(0.02, gt=0, le=10, description="std of the normal init / gain of xavier")
     apply_to: list[Literal["generator", "discriminator"]] = Field(
         default_factory=lambda: ["generator", "discriminator"],
-        description="nets to initialise (leave a pretrained generator out)")
+        description="nets to initialise (a component built with pretrained=true is never re-initialised)")
 
 
 class PretrainSpec(Options):
