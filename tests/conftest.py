@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -35,7 +36,8 @@ def make_plugin_dist(root: Path, dist: str, modules: dict[str, str], entry_point
     Returns the environment (PYTHONPATH) that makes the `zoo` command see it through importlib.metadata.
     """
     root.mkdir(parents=True, exist_ok=True)
-    info = root / f"{dist}-{version}.dist-info"
+    # dist-info folder names use the normalized name (runs of -_. become _), as pip writes them.
+    info = root / f"{re.sub(r'[-_.]+', '_', dist)}-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     eps = "".join(f"{k} = {v}\n" for k, v in entry_points.items())

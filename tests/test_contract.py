@@ -1,0 +1,244 @@
+"""Every registered component keeps the plugin contract (zoo.testing), and the contract kit catches broken ones.
+
+Parametrized over the registry: built-ins, the example plugin and any other installed plugin are all checked.
+Components we know get small sizes and option sets; anything else is checked with the kit's defaults (64 px,
+plus its tiny variant of ngf/ndf/n_blocks).
+"""
+import textwrap
+import types
+
+import pytest
+
+import zoo
+import zoo.testing
+from zoo.registry import load_registry
+
+from conftest import make_plugin_dist
+
+#: (kind, name) -> (image size, option sets). unet's default depth needs 256 px: the kit records the refusal.
+KNOWN = {
+    ("generator", "unet"): (32, [{"n_down": 5}, {"n_down": 2, "ngf": 8, "norm": "instance", "dropout": 0}]),
+    ("generator", "resnet18_unet"): (64, []),
+    ("generator", "resnet9"): (32, [{"ngf": 8, "n_blocks": 1, "norm": "instance", "dropout": 0}]),
+    ("discriminator", "patch"): (32, [{"ndf": 8, "n_layers": 2, "norm": "instance"}]),
+    ("discriminator", "pixel"): (32, [{"ndf": 8, "norm": "none"}]),
+    ("discriminator", "sn_patch"): (32, [{"ndf": 8, "n_layers": 2}]),
+    ("gan_loss", "lsgan"): (32, [{"real_label": 0.9, "fake_label": 0.1}]),
+    ("gan_loss", "vanilla"): (32, [{"real_label": 0.9}]),
+    ("gan_loss", "hinge"): (32, [{"margin": 0.5}]),
+    ("pixel_loss", "l1"): (32, [{"reduction": "sum"}]),
+}
+
+
+@zoo.testing.parametrize_registered()
+def test_registered_component_keeps_the_contract(kind, name):
+    size, option_sets = KNOWN.get((kind, name), (64, []))
+    report = zoo.testing.check_component(kind, name, image_size=size, option_sets=option_sets)
+    assert report.checked and report.trained_with in report.checked
+    assert report.last_losses and all(isinstance(v, float) for v in report.last_losses.values())
+
+
+def test_parametrize_registered_covers_every_kind():
+    mark = zoo.testing.parametrize_registered()
+    ids = {p.id for p in mark.args[1]}
+    assert {"generator-unet", "discriminator-patch", "gan_loss-vanilla", "pixel_loss-l1"} <= ids
+    assert len(ids) == sum(len(zoo.names(k)) for k in ("generator", "discriminator", "gan_loss", "pixel_loss"))
+
+
+def test_unet_defaults_refused_at_32_px_and_tiny_set_trained():
+    report = zoo.testing.check_component("generator", "unet", image_size=32, option_sets=[{"n_down": 5}])
+    (options, reason), = report.refused
+    assert options == {} and "n_down 8 needs an image size divisible by 256" in reason
+    assert report.checked == [{"n_down": 5}, {"n_down": 5, "ngf": 8}]
+    assert report.trained_with == {"n_down": 5, "ngf": 8}
+
+
+# --- the kit fails broken components, naming the plugin and what broke ---------------------------------
+
+HEADER = """
+    import torch
+    from pydantic import BaseModel, Field
+    from torch import nn
+    import zoo
+
+    class Opts(zoo.Options):
+        width: int = Field(4, ge=1, le=64, description="filters")
+"""
+
+BROKEN = {
+    "no_tanh": ("generator", """
+        def build(o, c):
+            return nn.Conv2d(1, 2, 3, padding=1)
+    """, r"output range .* leaves \[-1, 1\]"),
+    "ignores_input": ("generator", """
+        class Gen(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.bias = nn.Parameter(torch.zeros(1, 2, 1, 1))
+            def forward(self, x):
+                return torch.tanh(self.bias.expand(x.shape[0], 2, *x.shape[2:]) + 0.1)
+        def build(o, c):
+            return Gen()
+    """, "does not depend on the input L"),
+    "unused_param": ("generator", """
+        class Gen(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv, self.spare = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 1)
+            def forward(self, x):
+                return torch.tanh(self.conv(x))
+        def build(o, c):
+            return Gen()
+    """, r"no gradient reaches parameters \['spare.weight', 'spare.bias'\]"),
+    "buffer_weights": ("generator", """
+        class Gen(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("weight", torch.randn(2, 1, 3, 3))
+            def forward(self, x):
+                return torch.tanh(nn.functional.conv2d(x, self.weight, padding=1))
+        def build(o, c):
+            return Gen()
+    """, "has no trainable parameters"),
+    "batch_one": ("generator", """
+        class Gen(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            def forward(self, x):
+                return torch.tanh(self.conv(x)).view(2, 2, *x.shape[2:])
+        def build(o, c):
+            return Gen()
+    """, r"at 32 px: failed its contract check at image size 32: RuntimeError: shape '\[2, 2, 32, 32\]' is invalid"),
+    "ab_only": ("discriminator", """
+        class Disc(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(2, 1, 4, 2, 1)
+            def forward(self, lab):
+                return self.conv(lab[:, 1:])
+        def build(o, c):
+            return Disc()
+    """, r"depend on both L \(channel 0\) and ab"),
+    "flat_logits": ("discriminator", """
+        def build(o, c):
+            return nn.Sequential(nn.Conv2d(3, 1, 4, 2, 1), nn.Flatten())
+    """, r"returned \(1, 256\), expected \(1, 1, h, w\)"),
+    "backwards": ("gan_loss", """
+        class Loss(nn.Module):
+            def forward(self, logits, target_is_real):
+                target = torch.zeros_like(logits) if target_is_real else torch.ones_like(logits)
+                return nn.functional.binary_cross_entropy_with_logits(logits, target)
+        def build(o, c):
+            return Loss()
+    """, r"target real: loss on logits 1 .* must be lower than on logits 0"),
+    "per_pixel": ("gan_loss", """
+        class Loss(nn.Module):
+            def forward(self, logits, target_is_real):
+                return torch.relu(1 - logits) if target_is_real else torch.relu(1 + logits)
+        def build(o, c):
+            return Loss()
+    """, r"returned \(1, 1, 4, 4\), expected a scalar tensor"),
+    "offset": ("pixel_loss", """
+        class Loss(nn.Module):
+            def forward(self, fake, real):
+                return (fake - real).abs().mean() + 0.1
+        def build(o, c):
+            return Loss()
+    """, r"loss\(real, real\) is 0.1, expected 0"),
+    "item": ("pixel_loss", """
+        class Loss(nn.Module):
+            def forward(self, fake, real):
+                return torch.tensor((fake - real).abs().mean().item())
+        def build(o, c):
+            return Loss()
+    """, "raised RuntimeError: element 0 of tensors does not require grad"),
+    "extra_state": ("generator", """
+        class Gen(nn.Sequential):
+            def get_extra_state(self):
+                return {"note": "not a tensor"}
+            def set_extra_state(self, state):
+                pass
+        def build(o, c):
+            return Gen(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh())
+    """, r"training raised \w+Error"),
+}
+
+HOOKS = {"generator": "register_generators", "discriminator": "register_discriminators",
+         "gan_loss": "register_gan_losses", "pixel_loss": "register_pixel_losses"}
+
+
+def plugin_module(name: str, kind: str, body: str, options: str = "Opts") -> types.ModuleType:
+    code = textwrap.dedent(HEADER) + textwrap.dedent(body) + textwrap.dedent(f"""
+        @zoo.hookimpl
+        def {HOOKS[kind]}(register):
+            register({name!r}, build, {options})
+    """)
+    module = types.ModuleType(f"broken_{name}")
+    exec(compile(code, module.__name__, "exec"), module.__dict__)
+    return module
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_kit_fails_a_broken_component(name):
+    kind, body, message = BROKEN[name]
+    registry = load_registry(extra_plugins=((f"broken_{name}", plugin_module(name, kind, body)),))
+    with pytest.raises(AssertionError, match=message) as info:
+        zoo.testing.check_component(kind, name, image_size=32, registry=registry)
+    assert f"{kind} {name!r} from (not installed) [broken_{name}]" in str(info.value)
+
+
+@pytest.mark.parametrize("options_code,message", [
+    ("""
+    class Loose(BaseModel):
+        width: int = Field(4, ge=1, description="filters")
+    """, "unknown option key 'zoo_contract_unknown_option' was accepted"),
+    ("""
+    class Loose(zoo.Options):
+        width: int = Field(4, ge=1)
+    """, "option 'width' has no description"),
+    ("""
+    class Loose(zoo.Options):
+        width: int = Field(4, description="filters")
+    """, "numeric option 'width' has no bounds"),
+    ("""
+    class Loose(zoo.Options):
+        width: int = Field(description="filters", ge=1)
+    """, "every option needs a default"),
+], ids=["not_strict", "no_description", "no_bounds", "no_default"])
+def test_kit_fails_loose_options(options_code, message):
+    body = textwrap.dedent(options_code) + """
+def build(o, c):
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh())
+"""
+    registry = load_registry(extra_plugins=(("loose", plugin_module("loose", "generator", body, "Loose")),))
+    with pytest.raises(AssertionError, match=message):
+        zoo.testing.check_component("generator", "loose", image_size=32, registry=registry)
+
+
+def test_kit_fails_an_option_set_that_does_not_build():
+    with pytest.raises(AssertionError, match=r"options \{'n_down': 6\} at 32 px: does not build: unet: n_down 6"):
+        zoo.testing.check_component("generator", "unet", image_size=32, option_sets=[{"n_down": 6}])
+    with pytest.raises(AssertionError, match="no option set builds"):
+        zoo.testing.check_component("generator", "unet", image_size=24)
+
+
+def test_kit_fails_unknown_names_and_duplicates(tmp_path, monkeypatch):
+    with pytest.raises(AssertionError, match="no generator named 'unte'. Did you mean 'unet'"):
+        zoo.testing.check_component("generator", "unte")
+    dup = """
+        import torch.nn as nn
+        import zoo
+
+        class Opts(zoo.Options):
+            pass
+
+        @zoo.hookimpl
+        def register_generators(register):
+            register("unet", lambda o, c: nn.Sequential(nn.Conv2d(1, 2, 1), nn.Tanh()), Opts)
+    """
+    make_plugin_dist(tmp_path, "dupunet", {"dupunet_mod": dup}, {"dupunet": "dupunet_mod"}, version="1.0")
+    monkeypatch.syspath_prepend(str(tmp_path))  # installed: importlib.metadata sees its entry point
+    with pytest.raises(AssertionError, match=r"names must be unique: generator 'unet' is registered by both "
+                                             r"zoo 0.1.0 .* and dupunet 1.0 \[dupunet_mod\]"):
+        zoo.testing.check_component("generator", "unet", image_size=32, option_sets=[{"n_down": 5}])
