@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import tempfile
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,18 @@ from zoo.errors import CheckpointError
 
 FORMAT = "zoo-checkpoint/1"
 _NAME = re.compile(r"^step-(\d+)\.safetensors$")
+_TMP = re.compile(r"^\.step-\d+\.(safetensors|state\.pt)\..+\.tmp$")  # atomic_write's names in a checkpoints folder
+STALE_TMP_SECONDS = 600  # older temporary files are leftovers of a killed save
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, permissions, ...); earlier checkpoints are intact."""
+
+
+class NonFiniteWeights(CheckpointError):
+    """The nets hold inf or nan weights; saving them would push good checkpoints out."""
+
+    exit_code = 3
 
 
 @dataclass
@@ -63,8 +78,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, fsync the file, then rename it to ``path``; the temp file never lingers."""
+    """Call ``write(tmp_path)``, fsync the file, then rename it to ``path``; the temp file never lingers.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (mkstemp's are private, 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -73,6 +97,7 @@ def atomic_write(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -97,11 +122,30 @@ def save_checkpoint(folder: Path, step: int, spec_json: str, generator: torch.nn
         tensors.update({f"discriminator.{k}": v.detach().to("cpu").contiguous().clone()
                         for k, v in discriminator.state_dict().items()})
     metadata = {"format": FORMAT, "spec": spec_json, "step": str(step), **(extra_metadata or {})}
-    if state is not None:  # state first: a weights file under its final name implies its state is complete
-        atomic_write(state_path_for(weights_path), lambda tmp: torch.save(state, tmp))
-    atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    _check_finite(tensors, step, folder)
+    try:
+        if state is not None:  # state first: a weights file under its final name implies its state is complete
+            atomic_write(state_path_for(weights_path), lambda tmp: torch.save(state, tmp))
+        atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    except Exception as exc:  # OSError, or torch's / safetensors' own error for a full disk
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _short(exc)
+        raise CheckpointWriteError(
+            f"cannot write checkpoint {weights_path} ({reason}); earlier checkpoints are intact: free disk space "
+            f"or fix the folder, then continue with: zoo train --resume {folder.parent}") from None
     prune(folder, keep)
     return weights_path
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], step: int, folder: Path) -> None:
+    """Refuse inf/nan weights (a finite loss can still come with an overflowing gradient)."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            what = "nan" if bool(torch.isnan(value).any()) else "inf"
+            kept = list_checkpoints(folder)
+            last = f"the last good checkpoint, {kept[-1].name}, is kept" if kept else "no checkpoint was saved before"
+            raise NonFiniteWeights(
+                f"weights {key!r} hold {what} at step {step}: not saved, {last}; lower the learning rate or check "
+                f"the losses and data, then continue with: zoo train --resume {folder.parent}")
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -114,39 +158,85 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def prune(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, and temporary files left by a save that was killed."""
     for old in list_checkpoints(folder)[:-keep]:
         for p in (old, state_path_for(old)):
             try:
                 p.unlink()
             except FileNotFoundError:
                 pass
+    now = time.time()
+    for p in Path(folder).iterdir():
+        try:
+            if _TMP.match(p.name) and now - p.stat().st_mtime > STALE_TMP_SECONDS:
+                p.unlink()
+        except OSError:
+            pass
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint file (or the newest good one of a run folder); one-line CheckpointError otherwise."""
+    """Read a checkpoint file (or the newest good one of a run folder); one-line CheckpointError otherwise.
+
+    Only the safetensors format is parsed (a JSON header and raw tensor bytes): a pickle, a zip made by
+    ``torch.save`` or any other file is refused before anything in it is interpreted.
+    """
     path = Path(path)
     if path.is_dir():
         return latest_checkpoint(path)[0]
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a regular file")
+    what = _not_safetensors(path)
+    if what is not None:
+        raise CheckpointError(f"{str(path)!r} is not a zoo checkpoint: {what}; give a run folder or a "
+                              f"step-*.safetensors file written by `zoo train`")
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # SafetensorError, OSError, ...: any failure to parse untrusted bytes
         raise CheckpointError(
             f"{str(path)!r} is not a readable zoo checkpoint ({_short(exc)}); give a run folder or a "
             f"step-*.safetensors file written by `zoo train`") from None
     if metadata.get("format") != FORMAT or "spec" not in metadata:
         raise CheckpointError(f"{str(path)!r} is a safetensors file but not a zoo checkpoint (no zoo spec in its "
                               f"metadata); give a file written by `zoo train`")
+    try:
+        step = int(metadata.get("step", 0))
+    except ValueError:
+        raise CheckpointError(f"{str(path)!r} has a corrupt step in its metadata ({metadata['step'][:50]!r})") from None
     gen = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}
     disc = {k[len("discriminator."):]: v for k, v in tensors.items() if k.startswith("discriminator.")}
-    return Checkpoint(path, metadata["spec"], int(metadata.get("step", 0)), gen, disc, metadata)
+    return Checkpoint(path, metadata["spec"], step, gen, disc, metadata)
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80  # first byte of a pickle of protocol 2 or later
+
+
+def _not_safetensors(path: Path) -> str | None:
+    """None when the file starts like safetensors (8-byte header length, then a JSON object), else why not."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    header_len = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    if len(head) == 9 and 2 <= header_len <= size - 8 and head[8:9] == b"{":
+        return None
+    # Not safetensors (whose first byte, part of the header length, may be anything): say what it is.
+    if size == 0:
+        return "empty file (0 bytes)"
+    if head.startswith(_ZIP_MAGIC):
+        return "it is a zip archive such as a torch.save file (.pt, .state.pt), which zoo never loads as a model"
+    if head[0] == _PICKLE_PROTO:
+        return "it is a Python pickle, which zoo refuses to load (unpickling can run code)"
+    return "not a safetensors file (truncated or another format)"
 
 
 def _short(exc: BaseException) -> str:
@@ -154,15 +244,39 @@ def _short(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
+_STATE_KEYS = ("step", "gen_optim", "disc_optim", "rng")
+
+
 def load_state(path: Path) -> dict[str, Any]:
-    """Training state for resume: ``torch.load(weights_only=True)`` so no pickled code can run."""
+    """Training state for resume: ``torch.load(weights_only=True)`` so no pickled code can run.
+
+    ``torch.save`` writes zip archives; anything else (a raw pickle) is refused before torch sees it.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"training state {str(path)!r} is missing")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as fh:
+            is_zip = fh.read(4) == _ZIP_MAGIC
+    except OSError as exc:
+        raise CheckpointError(f"training state {str(path)!r} cannot be read ({exc.strerror or exc})") from None
+    if not is_zip:
+        raise CheckpointError(f"training state {str(path)!r} is not a file written by torch.save (refused "
+                              f"unread: zoo does not unpickle other files)")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols: the refusal below says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, EOFError, RuntimeError (zip), ...
-        raise CheckpointError(f"training state {str(path)!r} is corrupt or unsafe ({_short(exc)})") from None
+        reason = "it holds objects other than tensors and plain data" if isinstance(
+            exc, pickle.UnpicklingError) else _short(exc)
+        raise CheckpointError(f"training state {str(path)!r} is corrupt or unsafe ({reason}); it was refused "
+                              f"and nothing in it was run") from None
+    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"training state {str(path)!r} is not a zoo training state (missing "
+                              f"{', '.join(missing)})")
+    return state
 
 
 def latest_checkpoint(run_dir: Path, with_state: bool = False) -> tuple[Checkpoint, dict[str, Any] | None, list[str]]:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from zoo.checkpoint import Checkpoint, load_checkpoint
-from zoo.errors import CheckpointError, UnknownComponent
+from zoo.errors import CheckpointError, SpecError, UnknownComponent
 from zoo.registry import Registry, get_registry
 from zoo.spec import TrainSpec, spec_from_json
 
@@ -41,7 +41,10 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", registry:
 
     registry = registry or get_registry()
     ckpt = load_checkpoint(path)
-    spec = spec_from_json(ckpt.spec_json)
+    try:
+        spec = spec_from_json(ckpt.spec_json)
+    except SpecError as exc:
+        raise CheckpointError(f"{str(ckpt.path)!r} holds a spec this zoo cannot use ({exc})") from None
     device = select_device(device) if isinstance(device, str) else device
     try:
         gen = registry.create("generator", spec.generator.name, spec.generator.options, spec.context(), check=False)

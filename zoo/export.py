@@ -1,0 +1,127 @@
+"""Export a trained generator for use outside zoo: ONNX (onnxruntime, TensorRT, ...) or a torch.export program.
+
+The exported graph is the generator alone, in eval mode: input ``L`` (B, 1, H, W) = L*/50 - 1 in [-1, 1],
+output ``ab`` (B, 2, H, W) = (a*, b*)/110. B, H and W are dynamic, but H and W must be multiples of the
+generator's size multiple (2**n_down for the U-Net, 32 for a ResNet encoder; found by running the net, see
+:func:`zoo.colorize.size_multiple`). A .pt2 program checks that when it runs; an ONNX file records it in its
+metadata (``zoo.size_multiple``) and fails at run time on other sizes (the U-Net's skip concatenations no
+longer line up).
+
+ONNX uses torch's TorchScript-based exporter (``dynamo=False``): the newer exporter needs onnxscript, which
+zoo does not depend on. Both exporters need the ``onnx`` package (``pip install onnx``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from zoo.checkpoint import atomic_write
+from zoo.errors import ZooError
+
+#: format -> usual file suffix
+FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
+INPUT_NAME, OUTPUT_NAME = "L", "ab"
+
+
+class ExportError(ZooError):
+    """A model cannot be exported (missing package, unsupported operator, ...)."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export` wrote."""
+
+    path: Path
+    format: str
+    generator: str
+    size_multiple: int | None
+    example_size: int
+
+    def describe(self) -> str:
+        sizes = f"multiples of {self.size_multiple}" if self.size_multiple else f"sizes the generator accepts " \
+                f"({self.example_size} works)"
+        return (f"input {INPUT_NAME} (B, 1, H, W) in [-1, 1] -> output {OUTPUT_NAME} (B, 2, H, W); B, H and W "
+                f"dynamic, H and W {sizes}")
+
+
+def export(model: str | Path, out: str | Path, format: str = "onnx", size: int | None = None,
+           opset: int | None = None) -> Exported:
+    """Export the generator of a run folder or checkpoint to ``out``; one-line ExportError if it fails.
+
+    ``size``: the side of the example input traced (default: the training size); ``opset``: ONNX opset
+    (default: torch's).
+    """
+    from zoo.colorize import Colorizer, size_multiple
+    from zoo.loading import load_trained
+
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    trained = load_trained(model, device="cpu")
+    if out.resolve() == trained.checkpoint.path.resolve():
+        raise ExportError(f"--out {str(out)!r} is the checkpoint itself: choose another file")
+    if format == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise ExportError("ONNX export needs the onnx package: pip install onnx")
+    side = size or trained.image_size
+    generator = Colorizer(trained.generator.float(), side, torch.device("cpu"), trained.name).generator  # checks side
+    multiple = size_multiple(generator)
+    example = torch.rand(2, 1, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    metadata = {"zoo.format": "zoo-generator/1", "zoo.spec": trained.checkpoint.spec_json,
+                "zoo.step": str(trained.checkpoint.step), "zoo.size_multiple": str(multiple or ""),
+                "zoo.input": f"{INPUT_NAME} (B, 1, H, W) = L*/50 - 1",
+                "zoo.output": f"{OUTPUT_NAME} (B, 2, H, W) = ab/110"}
+    write = _onnx_writer(generator, example, metadata, opset) if format == "onnx" else \
+        _pt2_writer(generator, example, metadata, multiple)
+
+    try:
+        with warnings.catch_warnings():
+            # torch deprecates the TorchScript-based ONNX exporter; it is the one that needs no onnxscript.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            atomic_write(out, write)
+    except Exception as exc:  # unsupported operator, data-dependent control flow, a full disk...
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ExportError(f"exporting generator {trained.name!r} to {format} failed: {type(exc).__name__}: "
+                          f"{first}") from None
+    return Exported(out, format, trained.name, multiple, side)
+
+
+def _onnx_writer(generator: torch.nn.Module, example: torch.Tensor, metadata: dict[str, str], opset: int | None):
+    def write(tmp: str) -> None:
+        import onnx
+
+        axes = {0: "batch", 2: "height", 3: "width"}
+        with torch.no_grad():
+            torch.onnx.export(generator, (example,), tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, opset_version=opset,
+                              dynamo=False)
+        proto = onnx.load(tmp)
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, tmp)
+
+    return write
+
+
+def _pt2_writer(generator: torch.nn.Module, example: torch.Tensor, metadata: dict[str, str], multiple: int | None):
+    def write(tmp: str) -> None:
+        from torch.export import Dim
+
+        if multiple and multiple > 1:  # H = multiple * k makes the program itself check the sizes it is given
+            height, width = multiple * Dim("h_blocks", min=1), multiple * Dim("w_blocks", min=1)
+        else:
+            height, width = Dim("height", min=1), Dim("width", min=1)
+        program = torch.export.export(generator, (example,),
+                                      dynamic_shapes=({0: Dim("batch", min=1), 2: height, 3: width},))
+        buffer = io.BytesIO()  # torch.export.save warns about a file name not ending in .pt2 (the temp file's)
+        torch.export.save(program, buffer, extra_files={"zoo.json": json.dumps(metadata)})
+        Path(tmp).write_bytes(buffer.getvalue())
+
+    return write
