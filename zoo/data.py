@@ -16,7 +16,9 @@ import concurrent.futures
 import functools
 import glob
 import os
+import re
 import socket
+import stat
 import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -98,7 +100,10 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device named *.png would block or never end
+            raise UnreadableImage(path, "not a regular file")
+        if info.st_size == 0:
             raise UnreadableImage(path, "empty file (0 bytes)")
         with Image.open(path) as img:
             pixels = img.size[0] * img.size[1]
@@ -130,7 +135,10 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     except UnidentifiedImageError as exc:
         raise UnreadableImage(path, "not an image") from exc
     except Image.DecompressionBombError as exc:
-        raise UnreadableImage(path, f"image too large: possible decompression bomb ({exc})") from exc
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed.group(1)):,} pixels, " if claimed else ""
+        raise UnreadableImage(path, f"image too large ({size}limit {_pixel_limit():,}): possible decompression "
+                                    f"bomb") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = "truncated file" if "truncated" in str(exc).lower() else f"corrupt image ({exc})"
         raise UnreadableImage(path, reason) from exc
@@ -224,8 +232,12 @@ def embedded_source() -> ImageSource:
     )
 
 
-def _scan_folder(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
-    """Image files under ``root`` (recursive, symlinks followed once), sorted by path."""
+def scan_folder(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+    """Image files under ``root`` (IMAGE_EXTENSIONS, any case; recursive, symlinks followed once), sorted by path.
+
+    Folders that cannot be listed are appended to ``skipped`` as (path, reason). Shared by ``--data DIR``
+    and ``zoo colorize DIR``.
+    """
     found: list[Path] = []
     visited: set[str] = set()
 
@@ -261,7 +273,7 @@ def folder_source(root: str | os.PathLike, seed: int = 123, val_fraction: float 
     skipped: list[tuple[str, str]] = []
     extensions = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
     if (root / "train").is_dir() and (root / "val").is_dir():
-        train, val = _scan_folder(root / "train", skipped), _scan_folder(root / "val", skipped)
+        train, val = scan_folder(root / "train", skipped), scan_folder(root / "val", skipped)
         for part, paths in (("train", train), ("val", val)):
             if not paths:
                 raise DataError(
@@ -269,7 +281,7 @@ def folder_source(root: str | os.PathLike, seed: int = 123, val_fraction: float 
                 )
         return ImageSource(name=str(root), train=_items(train), val=_items(val), skipped=skipped)
 
-    paths = _scan_folder(root, skipped)
+    paths = scan_folder(root, skipped)
     n = len(paths)
     if n == 0:
         raise DataError(f"no images ({extensions}) found under {root}: point --data at a folder of images")
@@ -380,16 +392,18 @@ class DecodedImages:
     images: torch.Tensor
     names: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    upscaled: list[tuple[str, tuple[int, int]]] = field(default_factory=list)  # (name, (w, h)) below load_size
 
     def __len__(self) -> int:
         return len(self.names)
 
 
-def decode_items(items: Sequence[ImageItem], load_size: int) -> DecodedImages:
+def decode_items(items: Sequence[ImageItem], load_size: int, allow_none: bool = False) -> DecodedImages:
     """Decode every item once and resize it to load_size x load_size (PIL bicubic).
 
     Unreadable items are left out and listed in ``skipped`` as (name, reason); the rest keep the
-    items' order. Raises DataError if there were items and none could be read.
+    items' order. Images with a side below load_size are kept, upscaled, and listed in ``upscaled``.
+    Raises DataError if there were items and none could be read (unless ``allow_none``).
     """
     if load_size < 1:
         raise ValueError(f"load_size must be positive, got {load_size}")
@@ -397,13 +411,16 @@ def decode_items(items: Sequence[ImageItem], load_size: int) -> DecodedImages:
     out = torch.empty((n, 3, load_size, load_size), dtype=torch.uint8)
     ok = [False] * n
     reasons: list[str | None] = [None] * n
+    sizes: list[tuple[int, int]] = [(0, 0)] * n
 
     def decode(i: int) -> None:
         try:
-            img = items[i].load().resize((load_size, load_size), Image.BICUBIC)
+            img = items[i].load()
         except UnreadableImage as exc:
             reasons[i] = exc.reason
             return
+        sizes[i] = img.size
+        img = img.resize((load_size, load_size), Image.BICUBIC)
         out[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
         ok[i] = True
 
@@ -413,20 +430,47 @@ def decode_items(items: Sequence[ImageItem], load_size: int) -> DecodedImages:
 
     kept = [i for i in range(n) if ok[i]]
     skipped = [(items[i].name, reasons[i] or "unreadable") for i in range(n) if not ok[i]]
-    if n and not kept:
-        raise DataError(f"none of the {n} images could be read: {describe_skipped(skipped)}")
+    if n and not kept and not allow_none:
+        raise DataError(f"none of the {n} images can be used: {_name_reasons(skipped)}; fix or replace them")
     images = out if len(kept) == n else out[torch.tensor(kept, dtype=torch.long)]
-    return DecodedImages(images=images, names=[items[i].name for i in kept], skipped=skipped)
+    upscaled = [(items[i].name, sizes[i]) for i in kept if min(sizes[i]) < load_size]
+    return DecodedImages(images=images, names=[items[i].name for i in kept], skipped=skipped, upscaled=upscaled)
+
+
+def _name_reasons(skipped: Sequence[tuple[str, str]], limit: int = 3) -> str:
+    shown = ", ".join(f"{os.path.basename(name) or name} ({reason})" for name, reason in skipped[:limit])
+    return shown + (f", and {len(skipped) - limit} more" if len(skipped) > limit else "")
 
 
 def describe_skipped(skipped: Sequence[tuple[str, str]], limit: int = 3) -> str:
     """One line such as "skipped 2 unreadable images: a.jpg (truncated file), b.png (not an image)"."""
     if not skipped:
         return ""
-    shown = ", ".join(f"{os.path.basename(name) or name} ({reason})" for name, reason in skipped[:limit])
-    more = f", and {len(skipped) - limit} more" if len(skipped) > limit else ""
     noun = "image" if len(skipped) == 1 else "images"
-    return f"skipped {len(skipped)} unreadable {noun}: {shown}{more}"
+    return f"skipped {len(skipped)} unreadable {noun}: {_name_reasons(skipped, limit)}"
+
+
+def describe_skipped_folders(skipped: Sequence[tuple[str, str]], limit: int = 3) -> str:
+    """One line such as "skipped 1 folder: data/a/loop (folder already listed (symlink loop ...))"."""
+    if not skipped:
+        return ""
+    shown = ", ".join(f"{name} ({reason})" for name, reason in skipped[:limit])
+    more = f", and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    return f"skipped {len(skipped)} folder{'s' * (len(skipped) != 1)}: {shown}{more}"
+
+
+def describe_upscaled(upscaled: Sequence[tuple[str, tuple[int, int]]], size: int, limit: int = 3,
+                      what: str = "image") -> str:
+    """One line such as "upscaled 2 images smaller than 64 px to 64x64: a.png (1x1), b.png (10x10)".
+
+    Small images are kept and upscaled (bicubic), not skipped: a tiny image still carries its colours.
+    """
+    if not upscaled:
+        return ""
+    shown = ", ".join(f"{os.path.basename(name) or name} ({w}x{h})" for name, (w, h) in upscaled[:limit])
+    more = f", and {len(upscaled) - limit} more" if len(upscaled) > limit else ""
+    noun = what if len(upscaled) == 1 else f"{what}s"
+    return f"upscaled {len(upscaled)} {noun} smaller than {size} px to {size}x{size}: {shown}{more}"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -530,12 +574,32 @@ def load_train_data(spec, log: Callable[[str], None] = print) -> TrainData:
     source = resolve_source(data.source, seed=data.split_seed, val_fraction=data.val_fraction)
     if not source.train:
         raise DataError(f"data source {data.source!r} has no training images")
-    train = decode_items(source.train, data.decode_size)
-    val = decode_items(source.val, data.image_size) if source.val else DecodedImages(
-        torch.empty((0, 3, data.image_size, data.image_size), dtype=torch.uint8), [])
-    skipped = list(source.skipped) + train.skipped + val.skipped
+    if source.skipped:
+        log(f"zoo: warning: {describe_skipped_folders(source.skipped)}")
+    # Training goes on as long as one image is usable: a split that left only broken files on one side
+    # borrows the other side's usable images (and says so) rather than failing.
+    train = decode_items(source.train, data.decode_size, allow_none=True)
+    val = decode_items(source.val, data.image_size, allow_none=True)
+    skipped = list(dict.fromkeys(train.skipped + val.skipped))  # a one-image folder lists its file twice
+    if not len(train) and not len(val):
+        n = len({item.name for item in source.train + source.val})
+        raise DataError(f"none of the {n} images in {source.name} can be used: {_name_reasons(skipped)}; fix or "
+                        f"replace them, or point --data at another folder")
     if skipped:
-        log(f"zoo: {describe_skipped(skipped)}")
+        log(f"zoo: warning: {describe_skipped(skipped)}")
     note = " (too few images to hold any out: validation = train)" if source.val_is_train else ""
+    if not len(train):
+        usable = set(val.names)
+        train = decode_items([item for item in source.val if item.name in usable], data.decode_size)
+        note = " (no usable training image: training and validating on the validation images)"
+    elif not len(val):
+        usable = set(train.names)
+        val = decode_items([item for item in source.train if item.name in usable], data.image_size)
+        note = " (no usable validation image: validating on the training images)"
+    if train.upscaled:
+        log(f"zoo: {describe_upscaled(train.upscaled, data.decode_size)}")
+    val_only = [u for u in val.upscaled if u[0] not in {name for name, _ in train.upscaled}]
+    if val_only:
+        log(f"zoo: {describe_upscaled(val_only, data.image_size, what='validation image')}")
     log(f"zoo: data {source.name}: {len(train)} train / {len(val)} validation images{note}")
     return TrainData(source, train, val)

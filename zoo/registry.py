@@ -98,6 +98,12 @@ class Component:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         if check:
+            import torch
+
+            if not isinstance(module, torch.nn.Module):
+                raise PluginError(f"{self.kind} {self.name!r} from {self.plugin.provider}: its build returned "
+                                  f"{type(module).__name__}, expected a torch.nn.Module: fix the plugin's build "
+                                  f"function")
             _probe(self, module, context)
         return module
 
@@ -239,7 +245,7 @@ def load_registry(extra_plugins: tuple[tuple[str, object], ...] = (), entry_poin
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not take the others down
+            except (Exception, SystemExit) as exc:  # a broken plugin must not take the others down
                 registry.plugins.append(PluginInfo(info.name, info.module, info.distribution, info.version,
                                                    f"failed to import: {type(exc).__name__}: {exc}"))
                 warnings.warn(
@@ -253,13 +259,38 @@ def load_registry(extra_plugins: tuple[tuple[str, object], ...] = (), entry_poin
         module = getattr(plugin, "__name__", type(plugin).__name__)
         add(name, plugin, PluginInfo(name, module))
     pm.check_pending()
+    known = {p.name for p in registry.plugins} | {p.distribution for p in registry.plugins if p.distribution}
+    for name in sorted(blocked - known - {n for n, _ in extra_plugins}):
+        warnings.warn(f"{DISABLE_ENV} names {name!r}, which is no installed zoo plugin or distribution (see "
+                      f"`zoo plugins`)", PluginLoadWarning, stacklevel=2)
 
+    failed: set[str] = set()
     for kind, hook_name in KINDS.items():
         hook = getattr(pm.hook, hook_name)
         for impl in reversed(hook.get_hookimpls()):  # registration order
+            if impl.plugin_name in failed:
+                continue
             info = infos[impl.plugin_name]
-            impl.function(register=functools.partial(_register, registry, kind, info))
+            try:
+                impl.function(register=functools.partial(_register, registry, kind, info))
+            except DuplicateComponent:  # two providers of one name: the user must choose (see the message)
+                raise
+            except Exception as exc:  # a plugin whose hook raises is skipped whole, like one that fails to import
+                failed.add(impl.plugin_name)
+                reason = f"failed while registering its {KIND_TITLES[kind]}: {type(exc).__name__}: {exc}"
+                _drop_plugin(registry, info, reason)
+                warnings.warn(f"zoo plugin {impl.plugin_name!r} from {info.provider} {reason}; it was skipped (the "
+                              f"other plugins work)", PluginLoadWarning, stacklevel=2)
     return registry
+
+
+def _drop_plugin(registry: Registry, info: PluginInfo, reason: str) -> None:
+    """Forget every component a plugin registered and mark it failed in ``registry.plugins``."""
+    for table in registry.components.values():
+        for name in [n for n, c in table.items() if c.plugin is info]:
+            del table[name]
+    registry.plugins = [PluginInfo(p.name, p.module, p.distribution, p.version, reason) if p is info else p
+                        for p in registry.plugins]
 
 
 def _register(registry: Registry, kind: str, info: PluginInfo, name: str, build: Callable,
@@ -273,9 +304,11 @@ def _register(registry: Registry, kind: str, info: PluginInfo, name: str, build:
     table = registry.components[kind]
     if name in table:
         other = table[name].plugin
+        # Suggest skipping the add-on, not zoo's own built-in (entry points load in sys.path order).
+        first, second = sorted((other, info), key=lambda p: p.distribution == "zoo")
         raise DuplicateComponent(
             f"{kind} {name!r} is registered by both {other.provider} and {info.provider}: uninstall one, "
-            f"or set {DISABLE_ENV}={info.name} to skip a plugin"
+            f"or set {DISABLE_ENV}={first.name} (or ={second.name}) to skip a plugin"
         )
     table[name] = Component(kind, name, build, options_model, info)
 

@@ -1,0 +1,323 @@
+"""Reliability corpus, data: every kind of bad image file in a `zoo train --data DIR` folder.
+
+Real files written by PIL (plus a few real photos from skimage.data), the real `zoo` command. Training
+skips what cannot be used, says how many and names a few, upscales images smaller than the decoded size
+(and says so), and fails with one line only when nothing is usable. The helpers at the top are shared by
+the other tests/test_reliability_*.py files.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zoo.data import decode_items, load_rgb, load_train_data, resolve_source
+from zoo.errors import DataError
+from zoo.spec import build_spec
+
+from conftest import TINY, run_zoo
+
+# One intra-op thread: the zoo subprocesses run in seconds even when other jobs share the two cores.
+FAST = {"OMP_NUM_THREADS": "1"}
+TINY_SET = ["generator.options.n_down=3", "generator.options.ngf=8", "discriminator.options.ndf=8",
+            "data.load_size=40", "num_samples=2"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("zoo: error:")]
+
+
+def expect_error(proc, rc: int, *words: str) -> str:
+    """The command failed with exit code ``rc`` and exactly one `zoo: error:` line holding ``words``."""
+    assert proc.returncode == rc, f"rc {proc.returncode}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = error_lines(proc.stderr)
+    assert len(errors) == 1, proc.stderr
+    for word in words:
+        assert word in errors[0], (word, errors[0])
+    return errors[0]
+
+
+def expect_ok(proc) -> None:
+    assert proc.returncode == 0, f"rc {proc.returncode}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr and not error_lines(proc.stderr), proc.stderr
+
+
+def photo(name: str, size: int | None = 48) -> Image.Image:
+    """A real photo from skimage.data, optionally resized to size x size."""
+    import skimage.data
+
+    img = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    return img.resize((size, size), Image.BICUBIC) if size else img
+
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> Path:
+    """A folder of six real 48 px photos: the data of every training test in the corpus (fast to decode)."""
+    root = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS:
+        photo(name).save(root / f"{name}.png")
+    return root
+
+
+def tiny_args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return ["train", "--data", str(data), "--steps", str(steps), "--out", str(out), *TINY, *extra]
+
+
+def tiny_spec(data: Path, steps: int, **flags):
+    spec, _ = build_spec(None, None, {"data.source": str(data), "data.image_size": 32, "data.batch_size": 4,
+                                      "steps": steps, **flags}, TINY_SET)
+    return spec
+
+
+# ----------------------------------------------------------------------------------------------------
+# The corpus
+
+
+def bomb_png(path: Path, width: int = 40_000, height: int = 40_000) -> Path:
+    """A 70-byte PNG whose header claims width x height pixels (4.8 GB decoded)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def write_unusable(root: Path) -> dict[str, str]:
+    """Files that cannot be used -> words expected in the reason they are skipped."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "empty.jpg").write_bytes(b"")
+    photo("astronaut", None).save(root / "cut.jpg")
+    photo("chelsea", None).save(root / "cut.png")
+    truncate(root / "cut.jpg")
+    truncate(root / "cut.png")
+    (root / "notes.jpg").write_text("shopping list: eggs, milk\n")
+    (root / "page.png").write_text("<!DOCTYPE html><html><body><h1>404 Not Found</h1></body></html>\n")
+    bomb_png(root / "bomb.png")
+    return {"empty.jpg": "empty file", "cut.jpg": "truncated", "cut.png": "truncated", "notes.jpg": "not an image",
+            "page.png": "not an image", "bomb.png": "decompression bomb"}
+
+
+def write_convertible(root: Path) -> dict[str, str]:
+    """Files in every mode zoo converts to RGB -> their PIL mode."""
+    src = photo("coffee", 64)
+    modes = {"gray.png": "L", "palette.png": "P", "rgba.png": "RGBA", "la.png": "LA", "cmyk.jpg": "CMYK"}
+    for name, mode in modes.items():
+        src.convert(mode).save(root / name)
+    sixteen = (np.asarray(src.convert("L"), dtype=np.uint16) * 257)
+    Image.fromarray(sixteen).save(root / "sixteen.png")
+    with Image.open(root / "sixteen.png") as img:
+        modes["sixteen.png"] = img.mode  # I;16 or I, depending on Pillow
+    upright = photo("rocket", None).crop((0, 0, 200, 120))  # landscape
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # stored portrait, EXIF says: rotate back
+    exif = stored.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    stored.save(root / "exif_rotated.jpg", exif=exif, quality=95)
+    upright.save(root / "upright_reference.png")
+    modes["exif_rotated.jpg"] = "RGB"
+    return modes
+
+
+def write_corpus(root: Path) -> tuple[dict[str, str], set[str]]:
+    """The whole corpus in one folder: (unusable name -> reason words, usable names)."""
+    root.mkdir(parents=True)
+    for name in PHOTOS[:4]:
+        photo(name, 64).save(root / f"{name}.jpg")
+    unusable = write_unusable(root)
+    usable = set(write_convertible(root)) | {"upright_reference.png"} | {f"{n}.jpg" for n in PHOTOS[:4]}
+    photo("chelsea", None).resize((1, 1)).save(root / "one_px.png")
+    photo("chelsea", None).resize((10, 10)).save(root / "ten_px.png")
+    usable |= {"one_px.png", "ten_px.png"}
+    locked = root / "locked.png"  # root reads it anyway; test_unreadable_without_permission covers the rest
+    photo("astronaut").save(locked)
+    locked.chmod(0)
+    usable.add("locked.png")
+    (root / "nested").mkdir()
+    os.symlink(root, root / "nested" / "loop")  # a symlink loop: listed once, reported, never followed twice
+    (root / "README.txt").write_text("not an image extension: ignored\n")
+    return unusable, usable
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tests
+
+
+def test_corpus_folder_trains_skipping_and_naming_what_cannot_be_used(tmp_path):
+    unusable, usable = write_corpus(tmp_path / "data")
+    out = tmp_path / "run"
+    proc = run_zoo(*tiny_args(tmp_path / "data", out, 1), env=FAST, timeout=300)
+    expect_ok(proc)
+    lines = proc.stderr.splitlines()
+
+    skipped = [line for line in lines if line.startswith("zoo: warning: skipped 6 unreadable images: ")]
+    assert len(skipped) == 1 and skipped[0].endswith(", and 3 more"), proc.stderr
+    shown = [name for name in unusable if f" {name} (" in skipped[0]]
+    assert len(shown) == 3, skipped[0]
+    for name in shown:  # each named file comes with its own reason
+        after = skipped[0].split(f" {name} (", 1)[1]
+        assert unusable[name] in after[:100], (name, after)
+
+    folders = [line for line in lines if line.startswith("zoo: warning: skipped 1 folder: ")]
+    assert len(folders) == 1 and "loop" in folders[0] and "symlink loop" in folders[0], proc.stderr
+    assert "zoo: upscaled 2 images smaller than 40 px to 40x40: one_px.png (1x1), ten_px.png (10x10)" in lines
+    counts = [re.search(r"(\d+) train / (\d+) validation images", line) for line in lines]
+    n_train, n_val = next(map(int, m.groups()) for m in counts if m)
+    assert n_train + n_val == len(usable) and n_val >= 1
+    assert (out / "checkpoints" / "step-000001.safetensors").is_file()
+    assert len([line for line in lines if "warning" in line]) == 2, proc.stderr  # nothing else went wrong
+
+
+def test_corpus_every_file_is_used_or_skipped_with_its_reason(tmp_path):
+    unusable, usable = write_corpus(tmp_path / "data")
+    data = load_train_data(tiny_spec(tmp_path / "data", 1), log=lambda line: None)
+    used = {os.path.basename(n) for n in data.train.names + data.val.names}
+    assert used == usable
+    reasons = {os.path.basename(name): reason for name, reason in data.train.skipped + data.val.skipped}
+    assert set(reasons) == set(unusable)
+    for name, words in unusable.items():
+        assert words in reasons[name], (name, reasons[name])
+    assert [os.path.basename(name) for name, _ in data.source.skipped] == ["loop"]
+    assert sorted(os.path.basename(n) for n, _ in data.train.upscaled + data.val.upscaled) == ["one_px.png",
+                                                                                               "ten_px.png"]
+
+
+def test_converted_modes_keep_their_content(tmp_path):
+    root = tmp_path / "modes"
+    root.mkdir()
+    modes = write_convertible(root)
+    reference = np.asarray(photo("coffee", 64), dtype=float)
+    gray = np.asarray(photo("coffee", 64).convert("L"), dtype=float)
+    for name in ("gray.png", "la.png", "sixteen.png"):
+        out = np.asarray(load_rgb(root / name), dtype=float)
+        assert out.shape == (64, 64, 3) and np.abs(out - gray[..., None]).max() <= 1, (name, modes[name])
+    for name, tolerance in (("palette.png", 25), ("rgba.png", 0), ("cmyk.jpg", 12)):
+        out = np.asarray(load_rgb(root / name), dtype=float)
+        assert np.abs(out - reference).mean() <= tolerance, (name, np.abs(out - reference).mean())
+    rotated = np.asarray(load_rgb(root / "exif_rotated.jpg"), dtype=float)
+    upright = np.asarray(Image.open(root / "upright_reference.png"), dtype=float)
+    assert rotated.shape == upright.shape == (120, 200, 3)
+    assert np.abs(rotated - upright).mean() < 4  # upright, not merely the right size
+
+
+def test_folder_of_only_unusable_files_fails_with_one_line(tmp_path):
+    unusable = write_unusable(tmp_path / "data")
+    proc = run_zoo(*tiny_args(tmp_path / "data", tmp_path / "run", 1), env=FAST)
+    line = expect_error(proc, 2, f"none of the {len(unusable)} images in {tmp_path / 'data'} can be used",
+                        "and 3 more", "point --data at another folder")
+    assert sum(name in line for name in unusable) == 3
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_folder_without_images_fails_with_one_line(tmp_path):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "notes.txt").write_text("no pictures here")
+    (data / "sub" / "model.ckpt").write_bytes(b"\0" * 10)
+    proc = run_zoo(*tiny_args(data, tmp_path / "run", 1), env=FAST)
+    expect_error(proc, 2, f"no images (jpg, jpeg, png", f"found under {data}", "point --data at a folder")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("broken_side", ["val", "train"])
+def test_a_side_with_only_broken_files_borrows_the_other(tmp_path, photos, broken_side):
+    root = tmp_path / "data"
+    good_side = "train" if broken_side == "val" else "val"
+    (root / good_side).mkdir(parents=True)
+    for name in PHOTOS[:3]:
+        (root / good_side / f"{name}.png").write_bytes((photos / f"{name}.png").read_bytes())
+    write_unusable(root / broken_side)
+    lines: list[str] = []
+    data = load_train_data(tiny_spec(root, 1), log=lines.append)
+    assert len(data.train) == len(data.val) == 3
+    assert data.train.names == data.val.names and all(f"/{good_side}/" in n for n in data.train.names)
+    note = "no usable validation image" if broken_side == "val" else "no usable training image"
+    assert any(note in line for line in lines) and any("skipped 6 unreadable images" in line for line in lines)
+
+
+def test_special_files_named_like_images_do_not_block(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    (tmp_path / "folder.jpg").mkdir()
+    os.symlink(tmp_path / "gone.png", tmp_path / "dangling.png")
+    result = {}
+
+    def read_all():
+        for name in ("pipe.png", "folder.jpg", "dangling.png"):
+            try:
+                load_rgb(tmp_path / name)
+            except DataError as exc:
+                result[name] = exc.reason
+
+    worker = threading.Thread(target=read_all, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "reading a FIFO named *.png blocked"
+    assert result == {"pipe.png": "not a regular file", "folder.jpg": "not a regular file",
+                      "dangling.png": "file not found"}
+
+
+@contextlib.contextmanager
+def unprivileged():
+    """Run the block as user `nobody` (effective uid only, restored after) when the tests run as root."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "seteuid"), reason="needs POSIX permissions")
+def test_unreadable_without_permission_is_skipped_and_named(tmp_path, photos):
+    # Root reads any file, so as root this drops to `nobody` for the read itself: a real permission check by
+    # the kernel. The folder must be reachable by that user, hence a world-readable one outside tmp_path.
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="zoo-perm-"))
+    try:
+        root.chmod(0o755)
+        for name in PHOTOS[:2]:
+            path = root / f"{name}.png"
+            path.write_bytes((photos / f"{name}.png").read_bytes())
+            path.chmod(0o644)
+        locked = root / "locked.png"
+        locked.write_bytes((photos / "coffee.png").read_bytes())
+        locked.chmod(0)
+        source = resolve_source(str(root))
+        items = source.train + source.val
+        with unprivileged():
+            decoded = decode_items(items, 32)
+        assert sorted(os.path.basename(n) for n in decoded.names) == ["astronaut.png", "chelsea.png"]
+        assert [(os.path.basename(n), r) for n, r in decoded.skipped] == [("locked.png", "permission denied")]
+    finally:
+        for p in root.iterdir():
+            p.unlink()
+        root.rmdir()

@@ -1,0 +1,160 @@
+"""Reliability corpus, plugins: a broken third-party plugin is named in one warning and the others keep
+working; a misbehaving component is one error naming its plugin. Real distributions on disk, real entry
+points, the real `zoo` command (tests/test_registry.py covers `zoo list` with a plugin raising on import and
+a duplicate name disabled by entry-point name)."""
+from __future__ import annotations
+
+import json
+import types
+import textwrap
+
+import pytest
+
+import zoo
+from zoo.errors import PluginError
+from zoo.registry import PluginLoadWarning, load_registry
+
+from conftest import make_plugin_dist, run_zoo
+from test_reliability_data import FAST, expect_error, expect_ok, photos, tiny_args  # noqa: F401
+
+GOOD = """
+    import torch.nn as nn
+    import zoo
+
+    class Opts(zoo.Options):
+        pass
+
+    @zoo.hookimpl
+    def register_generators(register):
+        register("{name}", lambda options, context: {module}, Opts)
+"""
+HOOK_RAISES = """
+    import zoo
+
+    @zoo.hookimpl
+    def register_generators(register):
+        raise RuntimeError("registry service unavailable")
+"""
+HALF_REGISTERED = """
+    import torch.nn as nn
+    import zoo
+
+    class Opts(zoo.Options):
+        pass
+
+    @zoo.hookimpl
+    def register_generators(register):
+        register("half_gen", lambda options, context: nn.Conv2d(1, 2, 1), Opts)
+
+    @zoo.hookimpl
+    def register_discriminators(register):
+        register("bad name", lambda options, context: nn.Conv2d(3, 1, 1), Opts)
+"""
+
+
+def site(tmp_path, dists: dict[str, str]) -> dict[str, str]:
+    """One folder holding a distribution per (name -> module code); the environment that sees them all."""
+    env = {}
+    for dist, code in dists.items():
+        env = make_plugin_dist(tmp_path / "site", dist, {f"{dist}_mod": code}, {dist: f"{dist}_mod"})
+    return {**env, **FAST}
+
+
+def warning_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("zoo: warning:")]
+
+
+def test_broken_plugins_are_named_once_and_training_still_works(tmp_path, photos):
+    env = site(tmp_path, {
+        "importboom": "raise ImportError('needs libfoo.so.3')",
+        "exitsat": "import sys\nsys.exit('usage: exitsat [-h]')",  # a script-like module that exits on import
+        "hookboom": HOOK_RAISES,
+        "halfreg": HALF_REGISTERED,
+    })
+    proc = run_zoo(*tiny_args(photos, tmp_path / "run", 1), env=env)
+    expect_ok(proc)
+    warnings = warning_lines(proc.stderr)
+    assert len(warnings) == 4, proc.stderr
+    expected = {"importboom": "failed to import", "exitsat": "failed to import", "hookboom": "failed while "
+                "registering its generators: RuntimeError: registry service unavailable", "halfreg": "failed "
+                "while registering its discriminators: PluginError"}
+    for dist, words in expected.items():
+        assert sum(f"'{dist}' from {dist} 0.1" in w and words in w for w in warnings) == 1, (dist, proc.stderr)
+    assert (tmp_path / "run" / "checkpoints" / "step-000001.safetensors").is_file()
+
+
+def test_hook_failure_drops_everything_the_plugin_registered():
+    mod = types.ModuleType("halfreg_mod")
+    exec(compile(textwrap.dedent(HALF_REGISTERED), "halfreg_mod", "exec"), mod.__dict__)
+    with pytest.warns(PluginLoadWarning, match="'halfreg' from .*invalid name 'bad name'"):
+        reg = load_registry(extra_plugins=(("halfreg", mod),))
+    assert "half_gen" not in reg.names("generator") and "unet" in reg.names("generator")
+    assert [p.error for p in reg.plugins if p.name == "halfreg"][0].startswith("failed while registering")
+
+
+BAD_GENERATORS = """
+    import torch.nn as nn
+    from pydantic import Field
+    import zoo
+
+    class Opts(zoo.Options):  # takes the options the tiny test config sets, like the U-Net
+        n_down: int = Field(3, ge=1, description="unused")
+        ngf: int = Field(8, ge=1, description="unused")
+
+    @zoo.hookimpl
+    def register_generators(register):
+        register("one_channel", lambda options, context: nn.Conv2d(1, 1, 1), Opts)  # L -> L, not ab
+        register("not_a_module", lambda options, context: None, Opts)
+"""
+
+
+def test_wrong_output_shape_is_caught_when_built_naming_the_plugin(tmp_path, photos):
+    env = site(tmp_path, {"badgens": BAD_GENERATORS})
+    proc = run_zoo(*tiny_args(photos, tmp_path / "run", 1, "--gen", "one_channel"), env=env)
+    expect_error(proc, 2, "generator 'one_channel' from badgens 0.1 [badgens_mod] returned (1, 1, 32, 32), "
+                 "expected (1, 2, 32, 32)", "fix the plugin's build function")
+    assert not (tmp_path / "run").exists()  # refused before any data is read or folder made
+
+
+def test_a_builder_returning_no_module_names_the_plugin():
+    mod = types.ModuleType("badgens_here")
+    exec(compile(textwrap.dedent(BAD_GENERATORS), "badgens_here", "exec"), mod.__dict__)
+    reg = load_registry(extra_plugins=(("badgens_here", mod),))
+    with pytest.raises(PluginError, match=r"generator 'not_a_module' from \(not installed\) \[badgens_here\]: "
+                                          r"its build returned NoneType, expected a torch.nn.Module"):
+        reg.create("generator", "not_a_module", {}, zoo.BuildContext(image_size=32))
+
+
+def test_duplicate_name_in_train_then_disabled_by_distribution_name(tmp_path, photos):
+    env = site(tmp_path, {"dupgen": GOOD.format(name="unet", module="nn.Conv2d(1, 2, 1)")})
+    proc = run_zoo(*tiny_args(photos, tmp_path / "run", 1), env=env)
+    expect_error(proc, 2, "generator 'unet' is registered by both ", "zoo 0.1.0 [zoo_plugins.generators.unet]",
+                 "dupgen 0.1 [dupgen_mod]", "ZOO_DISABLE_PLUGINS=dupgen (or =unet) to skip a plugin")
+    assert not (tmp_path / "run").exists()
+    # disabled by its distribution name, with a typo next to it: the typo is one warning, not silence
+    proc = run_zoo("plugins", "--json", env={**env, "ZOO_DISABLE_PLUGINS": "dupgen, dupgne"})
+    expect_ok(proc)
+    assert warning_lines(proc.stderr) == ["zoo: warning: ZOO_DISABLE_PLUGINS names 'dupgne', which is no installed "
+                                          "zoo plugin or distribution (see `zoo plugins`)"]
+    status = {p["name"]: p for p in json.loads(proc.stdout)}
+    assert status["dupgen"]["status"] == "disabled by ZOO_DISABLE_PLUGINS" and not status["dupgen"]["provides"]
+    assert "generator:unet" in status["unet"]["provides"]
+
+
+def test_builder_errors_name_the_plugin():
+    def explode(options, context):
+        raise MemoryError("cannot allocate 80 GB")
+
+    mod = types.ModuleType("explode_mod")
+
+    class Opts(zoo.Options):
+        pass
+
+    @zoo.hookimpl
+    def register_generators(register):
+        register("explode", explode, Opts)
+
+    mod.register_generators = register_generators
+    reg = load_registry(extra_plugins=(("explode", mod),))
+    with pytest.raises(PluginError, match=r"generator 'explode' from .*explode_mod.* failed to build: MemoryError"):
+        reg.create("generator", "explode", {}, zoo.BuildContext(image_size=32))
