@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from zoo.errors import SpecError
 from zoo.options import Options
@@ -25,19 +26,29 @@ SLOTS = {"generator": "generator", "discriminator": "discriminator", "gan_loss":
          "pixel_loss": "pixel_loss"}
 
 
-class ComponentSpec(Options):
+class SpecOptions(Options):
+    """Spec sections: strict like every Options model, and no inf/nan in any number (a pixel weight of
+    .inf would only show up as a NaN loss at step 1)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch seeds derived from it (seed * 1_000_003 + step) fit in int64
+
+
+class ComponentSpec(SpecOptions):
     name: str = Field(description="registered component name (see `zoo list`)")
     options: dict[str, Any] = Field(default_factory=dict, description="validated by the component's own options")
 
 
-class OptimizerSpec(Options):
+class OptimizerSpec(SpecOptions):
     lr: float = Field(2e-4, gt=0, le=1, description="Adam learning rate")
     beta1: float = Field(0.5, ge=0, lt=1, description="Adam beta1")
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2")
     weight_decay: float = Field(0.0, ge=0, le=1, description="Adam weight decay")
 
 
-class DataSpec(Options):
+class DataSpec(SpecOptions):
     source: str = Field("embedded", description="'embedded' (photos shipped in installed packages), a folder "
                                                  "path, or 'coco-sample' (fastai COCO_SAMPLE, seed split)")
     image_size: int = Field(256, ge=16, le=4096, description="side of the square training image, pixels")
@@ -48,7 +59,7 @@ class DataSpec(Options):
     batch_size: int = Field(16, ge=1, le=4096, description="images per step")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of a folder held out for validation "
                                 "(ignored when it has train/ and val/ subfolders)")
-    split_seed: int = Field(123, description="seed of the train/val split of a folder")
+    split_seed: int = Field(123, ge=0, le=MAX_SEED, description="seed of the train/val split of a folder")
     val_images: int = Field(64, ge=1, description="validation images used for the val L1 logged at each sample")
 
     @model_validator(mode="after")
@@ -65,7 +76,7 @@ class DataSpec(Options):
         return self.load_size or self.image_size
 
 
-class InitSpec(Options):
+class InitSpec(SpecOptions):
     kind: Literal["normal", "xavier", "kaiming", "none"] = Field("normal", description="weight init of conv and "
                                                                  "linear layers (BatchNorm: N(1, gain))")
     gain: float = Field(0.02, gt=0, le=10, description="std of the normal init / gain of xavier")
@@ -74,7 +85,7 @@ class InitSpec(Options):
         description="nets to initialise (a component built with pretrained=true is never re-initialised)")
 
 
-class PretrainSpec(Options):
+class PretrainSpec(SpecOptions):
     steps: int = Field(0, ge=0, description="L1-only generator steps before the GAN stage")
     epochs: int = Field(0, ge=0, description="L1-only generator epochs before the GAN stage (the seed's "
                                              "ResNet18 recipe: 20)")
@@ -83,7 +94,7 @@ class PretrainSpec(Options):
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of the pretraining stage")
 
 
-class TrainSpec(Options):
+class TrainSpec(SpecOptions):
     generator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="unet"))
     discriminator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="patch"))
     gan_loss: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="vanilla"))
@@ -102,10 +113,13 @@ class TrainSpec(Options):
                                   "at the end of the pretraining stage, and on Ctrl-C/SIGTERM)")
     keep_checkpoints: int = Field(3, ge=2, description="checkpoints kept (older ones are deleted)")
     num_samples: int = Field(6, ge=1, le=64, description="validation images in each sample grid")
-    seed: int = Field(0, description="seed of init, dropout, sampling and augmentation")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of init, dropout, sampling and augmentation")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto: CUDA if available")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast precision (fp16: CUDA "
-                                                       "with a grad scaler)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast precision; auto: bf16 on CPUs with avx512_bf16/AMX and on GPUs with bf16 "
+        "tensor cores, fp16 with gradient scaling on older GPUs, else fp32 (fp16 on a CPU is emulated and very slow)")
+    sync_batchnorm: bool = Field(False, description="multi-process (torchrun) CUDA training: BatchNorm statistics "
+                                 "over the global batch (torch.nn.SyncBatchNorm); ignored in a single process")
     out: str = Field("runs", description="folder in which the run folder is made")
     run_name: str | None = Field(None, description="run folder name (default: <gen>-<disc>-<timestamp>)")
 
@@ -166,9 +180,44 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 DEFAULT_PRESET = "cpu"
 
 
+class _PlainYamlLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader (plain data only: never a Python object) that also refuses a key given
+    twice in one mapping, which YAML forbids but PyYAML would silently resolve to the later value."""
+
+
+def _construct_unique_mapping(loader: _PlainYamlLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = set()
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_PlainYamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+_YAML_TAG = re.compile(r"could not determine a constructor for the tag '(?:tag:yaml\.org,2002:)?([^']*)'")
+
+
+def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON config file into a dict; one-line SpecError on any problem."""
+    """Read a YAML, TOML or JSON config file into a dict; one-line SpecError on any problem.
+
+    YAML is read as plain data (tags such as ``!!python/object`` are refused, nothing is ever run) and a
+    key given twice in one mapping is an error in every format.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise SpecError(f"config file {str(path)!r} is a folder: give a .yaml, .toml or .json file")
     if not path.is_file():
         raise SpecError(f"config file {str(path)!r} does not exist")
     try:
@@ -178,22 +227,28 @@ def read_config(path: str | Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_PlainYamlLoader)  # noqa: S506 - a SafeLoader subclass
         elif suffix == ".toml":
             data = tomllib.loads(text)
         elif suffix == ".json":
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_json_object)
         else:
             raise SpecError(f"config file {str(path)!r}: unknown format {suffix!r}; use .yaml, .yml, .toml or .json")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        tag = _YAML_TAG.search(problem)
+        if tag:
+            raise SpecError(f"config file {str(path)!r}{where}: refused YAML tag '!!{tag.group(1)}': a config holds "
+                            f"plain data only (zoo never builds Python objects from YAML)") from None
         raise SpecError(f"config file {str(path)!r}{where}: malformed YAML: {problem}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"config file {str(path)!r}: malformed TOML: {exc}") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # json.JSONDecodeError, or a duplicate key found by _unique_json_object
         raise SpecError(f"config file {str(path)!r}: malformed JSON: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"config file {str(path)!r}: nested too deeply to be a spec") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

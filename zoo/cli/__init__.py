@@ -17,6 +17,10 @@ COMMANDS = {
     "train": "zoo.cli.train",
     "list": "zoo.cli.listing",
     "plugins": "zoo.cli.plugins",
+    "colorize": "zoo.cli.colorize",
+    "export": "zoo.cli.export",
+    "eval": "zoo.cli.eval",
+    "leaderboard": "zoo.cli.leaderboard",
 }
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
-from zoo.errors import SpecError
+from zoo.errors import SpecError, ZooError
 
 
 def add_parser(sub) -> None:
@@ -25,7 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, metavar="N")
     p.add_argument("--image-size", type=int, metavar="PX")
     p.add_argument("--seed", type=int)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto (default): bf16 on CPUs with avx512_bf16/AMX and bf16-capable GPUs, fp16 on older GPUs")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<gen>-<disc>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
     p.add_argument("--device", metavar="DEV", help="auto (default: CUDA if available), cpu, cuda, cuda:1")
@@ -40,6 +42,43 @@ _SPEC_FLAGS = {"gen": "generator.name", "disc": "discriminator.name", "gan_loss"
 
 
 def run(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    # zoo.data refuses such images itself, with the file's name; PIL's own warning would only repeat it.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    from zoo import distributed
+
+    main_rank = distributed.world_from_env().is_main  # under torchrun only rank 0 speaks
+    try:
+        return _run(args, main_rank)
+    except ZooError as exc:
+        if main_rank:
+            raise
+        return exc.exit_code  # rank 0 reports the same error
+    except OSError as exc:  # a file-system failure (full disk, read-only folder, a file where a folder goes)
+        if exc.filename is None:
+            raise
+        raise ZooError(f"cannot write or read {exc.filename}: {exc.strerror or exc}; check the path, its "
+                       f"permissions and the free disk space") from None
+
+
+def _run(args: argparse.Namespace, main_rank: bool = True) -> int:
+    from zoo import distributed
+    from zoo.engine import TrainingStopped
+
+    together = False  # whether every rank ends here at the same point (see distributed.shutdown)
+    try:
+        code = _train(args, main_rank)
+        together = True
+        return code
+    except TrainingStopped:  # a stop all ranks agreed on
+        together = True
+        raise
+    finally:
+        distributed.shutdown(in_step=together)
+
+
+def _train(args: argparse.Namespace, main_rank: bool) -> int:
     from zoo.engine import Trainer
 
     progress = not args.no_progress
@@ -58,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
 
         flags = {dotted: getattr(args, flag) for flag, dotted in _SPEC_FLAGS.items()}
         spec, why = build_spec(args.preset, args.config, flags, args.overrides)
-        print(f"zoo: using {why}", file=sys.stderr)
+        if main_rank:
+            print(f"zoo: using {why}", file=sys.stderr)
         trainer = Trainer.create(spec, run_dir=args.out, progress=progress)
     trainer.fit()
-    print(trainer.paths.root)
+    if main_rank:
+        print(trainer.paths.root)
     return 0

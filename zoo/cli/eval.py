@@ -1,0 +1,42 @@
+"""zoo eval: score trained models (and the gray baseline) on the images of a source, in one table."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="score trained models against the gray baseline (L1/L2, PSNR, SSIM, dE00, "
+                                    "colourfulness)",
+                       description="Colorize every image of a split with each model and score it against the "
+                                   "ground truth, next to the gray baseline (ab = 0). The protocol is printed with "
+                                   "the results.")
+    p.add_argument("models", nargs="+", metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="run folders (their newest good checkpoint) or step-*.safetensors files")
+    p.add_argument("--data", metavar="SOURCE", default="embedded",
+                   help="'embedded' (default), a folder of images, or 'coco-sample'")
+    p.add_argument("--split", choices=["val", "train", "all"], default="val",
+                   help="which images of the source (default: val, the held-out ones)")
+    p.add_argument("--size", type=int, metavar="N",
+                   help="side of the square images scored (default: the models' training size)")
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object: {"protocol", "models": {name: means}, "images": [rows]}')
+    p.add_argument("--means-only", action="store_true", help="text output without the per-image table")
+    p.add_argument("--device", default="auto", metavar="DEV", help="auto (default: CUDA if available), cpu, cuda")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from zoo.errors import SpecError
+    from zoo.evaluate import evaluate_paths, format_text
+
+    if args.batch_size < 1:
+        raise SpecError(f"--batch-size must be at least 1, got {args.batch_size}")
+    evaluation = evaluate_paths(args.models, data=args.data, split=args.split, image_size=args.size,
+                                device=args.device, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(evaluation.to_json(), indent=2, allow_nan=False))
+    else:
+        print(format_text(evaluation, per_image=not args.means_only))
+    return 0

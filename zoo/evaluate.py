@@ -1,0 +1,335 @@
+"""Evaluation: colorize every image of a source with trained generators and score them with zoo.metrics.
+
+The protocol is part of every result (``Evaluation.protocol``, printed by ``zoo eval``, stored in JSON):
+
+1. Each image of the chosen split is decoded to 8-bit RGB and resized, whole, to ``image_size`` x
+   ``image_size`` with PIL bicubic (``zoo.data.decode_items``: no crop, no flip, aspect ratio not kept),
+   exactly as training resizes its validation images.
+2. The ground truth is that resized uint8 RGB image, round-tripped through nothing else.
+3. The model sees its L (``zoo.lab``, which matches ``skimage.color.rgb2lab``), scaled ``L/50 - 1``; it runs in
+   eval mode, in float32, without test-time augmentation.
+4. The prediction is Lab (the input's L, the predicted ab x 110) converted to sRGB clipped to [0, 1] (as
+   ``skimage.color.lab2rgb``) and rounded to uint8. ab L1/L2 use the generator's raw ab output; every other
+   metric uses the uint8 RGB prediction.
+5. The gray baseline (ab = 0: the input's L alone) is scored the same way, in every table.
+6. A mean is the arithmetic mean over images of per-image values; PSNR is capped per image at
+   ``zoo.metrics.PSNR_MAX_DB`` so a photo that is already gray (gray baseline PSNR infinite) keeps the mean finite.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo import metrics
+from zoo.errors import DataError, SpecError, ZooError
+
+GRAY_BASELINE = "gray baseline"
+SPLITS = ("val", "train", "all")
+MIN_SIZE, MAX_SIZE = 16, 4096  # SSIM's 7x7 window needs a few pixels; the spec's image_size bounds
+
+#: metric -> number format in text and markdown tables
+FORMATS = {"ab_l1": ".4f", "ab_l2": ".5f", "ab_l1_lab": ".2f", "ab_l2_lab": ".1f", "psnr": ".2f", "ssim": ".4f",
+           "deltae00": ".2f", "colorfulness": ".2f", "colorfulness_truth": ".2f", "colorfulness_abs_diff": ".2f"}
+
+
+@dataclass
+class Candidate:
+    """Something to score: ``predict`` maps L (B, 1, S, S) in [-1, 1] to ab (B, 2, S, S) in the model's scale."""
+
+    name: str
+    predict: Callable[[torch.Tensor], torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def gray_baseline() -> Candidate:
+    """ab = 0 everywhere: the input's L alone, i.e. doing nothing."""
+    return Candidate(GRAY_BASELINE, lambda L: torch.zeros((L.shape[0], 2, *L.shape[2:]), dtype=L.dtype,
+                                                           device=L.device),
+                     {"description": "ab = 0: the gray input's L alone"})
+
+
+def candidate_from_trained(model, name: str) -> Candidate:
+    """A :class:`zoo.loading.TrainedModel` as a Candidate (its generator is in eval mode)."""
+    spec, ckpt = model.spec, model.checkpoint
+    info = {"checkpoint": str(ckpt.path), "step": ckpt.step, "generator": spec.generator.name,
+            "generator_options": spec.generator.options, "discriminator": spec.discriminator.name,
+            "trained_image_size": spec.data.image_size, "trained_on": spec.data.source}
+    return Candidate(name, model.generator, info)
+
+
+def model_label(path: str | Path) -> str:
+    """Table name of a model given as a run folder (its name) or a checkpoint file (run/step-N)."""
+    path = Path(path)
+    if path.is_dir():
+        return path.resolve().name
+    run = path.resolve().parent
+    if run.name == "checkpoints":
+        run = run.parent
+    return f"{run.name}/{path.stem}"
+
+
+def load_candidates(paths: Sequence[str | Path], device: torch.device | str = "cpu") -> tuple[list[Candidate], list]:
+    """Load run folders / checkpoint files with ``zoo.loading.load_trained``; names are made unique."""
+    from zoo.loading import load_trained
+
+    candidates, models, seen = [], [], {GRAY_BASELINE: 1}
+    for path in paths:
+        model = load_trained(path, device=device)
+        label = model_label(path)
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            label = f"{label} ({seen[label]})"
+        candidates.append(candidate_from_trained(model, label))
+        models.append(model)
+    return candidates, models
+
+
+@dataclass
+class EvalImages:
+    """Ground-truth images of one split: uint8 (N, 3, S, S) and their names, with the protocol facts about them."""
+
+    images: torch.Tensor
+    names: list[str]
+    source: str
+    split: str
+    held_out: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+
+def check_size(image_size: int) -> int:
+    if not MIN_SIZE <= int(image_size) <= MAX_SIZE:
+        raise SpecError(f"image size {image_size} is out of range: use --size between {MIN_SIZE} and {MAX_SIZE}")
+    return int(image_size)
+
+
+def load_images(source: str = "embedded", split: str = "val", image_size: int = 64, split_seed: int = 123,
+                val_fraction: float = 0.2, log: Callable[[str], None] | None = None) -> EvalImages:
+    """Decode the images of a split of ``source`` (``zoo.data.resolve_source``) once, resized to image_size."""
+    from zoo.data import decode_items, describe_skipped, resolve_source
+
+    if split not in SPLITS:
+        raise SpecError(f"no split named {split!r}: use one of {', '.join(SPLITS)}")
+    image_size = check_size(image_size)
+    src = resolve_source(source, seed=split_seed, val_fraction=val_fraction)
+    if split == "val":
+        items = list(src.val)
+    elif split == "train":
+        items = list(src.train)
+    else:
+        names = {item.name for item in src.train}
+        items = list(src.train) + [item for item in src.val if item.name not in names]
+    if not items:
+        raise DataError(f"data source {src.name!r} has no {split} images: use another --split or --data")
+    decoded = decode_items(items, image_size)
+    notes = []
+    skipped = list(src.skipped) + decoded.skipped
+    if skipped:
+        notes.append(describe_skipped(skipped))
+        if log is not None:
+            log(f"zoo: {describe_skipped(skipped)}")
+    held_out = split == "val" and not src.val_is_train
+    if src.val_is_train and split != "train":
+        notes.append("the source has a single image: validation = train, nothing is held out")
+    return EvalImages(decoded.images, decoded.names, src.name, split, held_out, notes)
+
+
+def protocol(images: EvalImages, split_seed: int | None = None, val_fraction: float | None = None) -> dict[str, Any]:
+    """The protocol of an evaluation, as stored in JSON (``image_size`` is the side of every image)."""
+    s = images.image_size
+    out: dict[str, Any] = {
+        "image_size": s,
+        "data": images.source,
+        "split": images.split,
+        "held_out": images.held_out,
+        "images": len(images.names),
+        "resize": f"each image decoded to 8-bit RGB (EXIF-rotated, alpha over white) and resized whole to {s}x{s} "
+                  f"with PIL bicubic: no crop, no flip, aspect ratio not kept (as training's validation images)",
+        "ground_truth": "the resized uint8 RGB image, round-tripped through nothing else",
+        "model_input": "L of the ground truth (CIE Lab D65 / 2 degrees, = skimage rgb2lab) scaled L/50 - 1; "
+                       "generators in eval mode, float32, no test-time augmentation",
+        "prediction": "Lab (the input's L, predicted ab x 110) -> sRGB clipped to [0, 1] (= skimage lab2rgb) -> "
+                      "uint8 (round half up); ab L1/L2 use the raw predicted ab, all other metrics the uint8 RGB",
+        "gray_baseline": "ab = 0 (the input's L alone), scored exactly like a model",
+        "colour_space": "CIE Lab, D65, 2 degree observer (skimage); PSNR, SSIM and colourfulness on sRGB uint8",
+        "means": "arithmetic mean over images of per-image values (each a mean over that image's pixels); "
+                 "every model is scored on the same images",
+        "psnr_rule": f"PSNR per image capped at {metrics.PSNR_MAX_DB:g} dB; identical images (MSE 0, e.g. the gray "
+                     f"baseline on a photo that is already gray) count as {metrics.PSNR_MAX_DB:g} dB",
+        "psnr_max_db": metrics.PSNR_MAX_DB,
+        "metrics": {k: {"title": t, "better": b, "definition": d} for k, (t, b, d) in metrics.METRICS.items()},
+    }
+    if split_seed is not None:
+        out["folder_split"] = {"seed": split_seed, "val_fraction": val_fraction,
+                               "rule": "folders without train/ and val/ are split by a seeded permutation "
+                                       "(zoo.data.folder_source)"}
+    if images.notes:
+        out["notes"] = list(images.notes)
+    return out
+
+
+@dataclass
+class Evaluation:
+    """Scores of several candidates on the same images."""
+
+    protocol: dict[str, Any]
+    means: dict[str, dict[str, float]]
+    rows: list[dict[str, Any]]
+    info: dict[str, dict[str, Any]]
+    previews: dict[str, np.ndarray] = field(default_factory=dict)  # name -> uint8 (k, S, S, 3); "ground truth" too
+
+    def to_json(self) -> dict[str, Any]:
+        """{"protocol": ..., "models": {name: means}, "model_info": ..., "images": [per-image rows]}."""
+        return {"protocol": self.protocol, "models": self.means, "model_info": self.info, "images": self.rows}
+
+
+def _to_uint8_hwc(rgb: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) floats in [0, 1] -> (B, H, W, 3) uint8, rounding half up like zoo.visual.to_uint8."""
+    return (rgb.clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def evaluate(candidates: Sequence[Candidate], images: EvalImages, device: torch.device | str = "cpu",
+             batch_size: int = 16, previews: int = 0, split_seed: int | None = None,
+             val_fraction: float | None = None) -> Evaluation:
+    """Score every candidate and the gray baseline (added first if missing) on ``images``.
+
+    ``previews``: keep that many predicted images per candidate (and the ground truth) for image grids.
+    """
+    from zoo.lab import model_output_to_rgb, uint8_to_model_input
+
+    device = torch.device(device)
+    cands = list(candidates)
+    if not any(c.name == GRAY_BASELINE for c in cands):
+        cands.insert(0, gray_baseline())
+    size = images.image_size
+    per_model: dict[str, list[dict[str, float]]] = {c.name: [] for c in cands}
+    kept: dict[str, list[np.ndarray]] = {c.name: [] for c in cands}
+    kept["ground truth"] = []
+    rows: list[dict[str, Any]] = []
+    n = len(images.names)
+    for start in range(0, n, batch_size):
+        rgb = images.images[start:start + batch_size]
+        truth = rgb.permute(0, 2, 3, 1).numpy()
+        L, ab = uint8_to_model_input(rgb.to(device))
+        true_ab = ab.double().cpu().numpy()
+        if start < previews:
+            kept["ground truth"].append(truth[:previews - start])
+        batch_scores: dict[str, list[dict[str, float]]] = {}
+        for cand in cands:
+            try:
+                fake = cand.predict(L)
+            except ZooError:
+                raise
+            except Exception as exc:  # a size the architecture cannot take, most often
+                trained = cand.info.get("trained_image_size")
+                hint = f" (trained at {trained} px: try --size {trained})" if trained else ""
+                raise SpecError(f"{cand.name} cannot colorize {size} px images: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200]}{hint}") from None
+            if not isinstance(fake, torch.Tensor) or tuple(fake.shape) != (L.shape[0], 2, size, size):
+                got = tuple(fake.shape) if isinstance(fake, torch.Tensor) else type(fake).__name__
+                raise SpecError(f"{cand.name} returned {got} for {size} px images, expected "
+                                f"({L.shape[0]}, 2, {size}, {size})")
+            fake = fake.float()
+            pred = _to_uint8_hwc(model_output_to_rgb(L, fake))
+            pred_ab = fake.double().cpu().numpy()
+            batch_scores[cand.name] = [metrics.image_metrics(pred[i], truth[i], pred_ab[i], true_ab[i])
+                                       for i in range(pred.shape[0])]
+            per_model[cand.name].extend(batch_scores[cand.name])
+            if start < previews:
+                kept[cand.name].append(pred[:previews - start])
+        for i in range(rgb.shape[0]):  # image-major rows: each image's models together
+            rows.extend({"image": images.names[start + i], "model": name, **scores[i]}
+                        for name, scores in batch_scores.items())
+    means = {name: {k: float(np.mean([s[k] for s in scores])) for k in metrics.METRICS}
+             for name, scores in per_model.items()}
+    info = {c.name: c.info for c in cands}
+    kept_arrays = {k: np.concatenate(v) for k, v in kept.items() if v}
+    return Evaluation(protocol(images, split_seed, val_fraction), means, rows, info, kept_arrays)
+
+
+def evaluate_paths(paths: Sequence[str | Path], data: str = "embedded", split: str = "val",
+                   image_size: int | None = None, device: str = "auto", batch_size: int = 16,
+                   log: Callable[[str], None] | None = None) -> Evaluation:
+    """What ``zoo eval`` does: load the models, decode the split once, score them all and the gray baseline.
+
+    Without ``image_size`` the models' training size is used; models trained at different sizes need one.
+    The split seed and fraction of a folder source are the first model's (its held-out images).
+    """
+    from zoo.engine import select_device
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    dev = select_device(device)
+    candidates, models = load_candidates(paths, dev)
+    if image_size is None:
+        sizes = sorted({m.image_size for m in models})
+        if len(sizes) > 1:
+            raise SpecError(f"the models were trained at different image sizes ({', '.join(map(str, sizes))} px): "
+                            f"pass --size N to compare them at one size")
+        image_size = sizes[0]
+    data_spec = models[0].spec.data
+    images = load_images(data, split, image_size, data_spec.split_seed, data_spec.val_fraction, log=log)
+    folder = Path(data).is_dir() if data not in ("embedded", "coco-sample") else False
+    return evaluate(candidates, images, dev, batch_size, split_seed=data_spec.split_seed if folder else None,
+                    val_fraction=data_spec.val_fraction if folder else None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Text
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool] | None = None) -> str:
+    """An aligned plain-text table (columns separated by two spaces, a rule under the header)."""
+    right = list(right) if right is not None else [False] + [True] * (len(headers) - 1)
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if r else str(c).ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def format_value(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and key in FORMATS:
+        return format(value, FORMATS[key])
+    return str(value)
+
+
+def format_text(evaluation: Evaluation, per_image: bool = True) -> str:
+    """The protocol, the table of means (gray baseline included) and, optionally, the per-image table."""
+    p = evaluation.protocol
+    keys = list(metrics.METRICS)
+    lines = [f"zoo eval: {p['images']} {p['split']} images of {p['data']} at {p['image_size']}x{p['image_size']} px"
+             f"{'' if p['held_out'] else ' (NOT held out from training)'}"]
+    lines += ["protocol:"] + [f"  {k}: {p[k]}" for k in ("resize", "ground_truth", "model_input", "prediction",
+                                                          "gray_baseline", "means", "psnr_rule")]
+    for note in p.get("notes", []):
+        lines.append(f"  note: {note}")
+    lower = ", ".join(metrics.METRICS[k][0] for k in keys if metrics.METRICS[k][1] == "lower")
+    higher = ", ".join(metrics.METRICS[k][0] for k in keys if metrics.METRICS[k][1] == "higher")
+    lines += [f"lower is better: {lower}; higher is better: {higher}; CF is the colourfulness (compare with CF truth)",
+              ""]
+    headers = ["model", *(metrics.METRICS[k][0] for k in keys)]
+    lines.append(format_table(headers, [[name, *(format_value(k, m[k]) for k in keys)]
+                                        for name, m in evaluation.means.items()]))
+    if per_image:
+        lines += ["", "per image:"]
+        lines.append(format_table(["image", "model", *(metrics.METRICS[k][0] for k in keys)],
+                                  [[r["image"], r["model"], *(format_value(k, r[k]) for k in keys)]
+                                   for r in evaluation.rows], right=[False, False] + [True] * len(keys)))
+    return "\n".join(lines)
+
+
+__all__ = ["Candidate", "EvalImages", "Evaluation", "GRAY_BASELINE", "SPLITS", "evaluate", "evaluate_paths",
+           "format_table", "format_text", "gray_baseline", "load_candidates", "load_images", "model_label", "protocol"]
