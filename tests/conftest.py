@@ -18,6 +18,22 @@ TINY = ["--image-size", "32", "--batch-size", "4", "--set", "generator.options.n
         "--set", "data.load_size=40", "--set", "num_samples=2", "--no-progress"]
 
 
+# The same tiny config as --set overrides, for tests that build specs in-process.
+TINY_SET = ["generator.options.n_down=3", "generator.options.ngf=8", "discriminator.options.ndf=8",
+            "data.load_size=40", "num_samples=2"]
+
+
+def train_tiny(out: Path, steps: int = 2, extra_set: list[str] = ()) -> Path:
+    """Train the TINY config in-process (the real engine) into ``out``; returns ``out``."""
+    from zoo.engine import Trainer
+    from zoo.spec import build_spec
+
+    spec, _ = build_spec(None, None, {"data.image_size": 32, "data.batch_size": 4, "steps": steps},
+                         TINY_SET + list(extra_set))
+    Trainer.create(spec, run_dir=out, progress=False, log=lambda m: None).fit()
+    return out
+
+
 def run_zoo(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300,
             check_rc: int | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m zoo ARGS`` in a subprocess, exactly as a user would."""

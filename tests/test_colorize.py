@@ -20,26 +20,20 @@ from skimage.color import rgb2lab
 from zoo.checkpoint import list_checkpoints, save_checkpoint
 from zoo.cli import main
 from zoo.colorize import Colorizer, SizeError, combine
-from zoo.engine import Trainer
 from zoo.lab import AB_SCALE, uint8_to_model_input
 from zoo.loading import load_trained
-from zoo.spec import build_spec
 
-from conftest import run_zoo
+from conftest import run_zoo, train_tiny
 
 # TINY (conftest) as spec overrides, with a high generator learning rate so that a few steps already give
 # clearly coloured outputs (a near-gray output would make the lightness checks below trivially true).
-TINY_SET = ["generator.options.n_down=3", "generator.options.ngf=8", "discriminator.options.ndf=8",
-            "data.load_size=40", "num_samples=2", "gen_optim.lr=0.01", "pixel_weight=0"]
+HIGH_LR = ["gen_optim.lr=0.01", "pixel_weight=0"]
 L_TOLERANCE = 1.0  # Lab units: what rounding the output to uint8 RGB can move L by
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    spec, _ = build_spec(None, None, {"data.image_size": 32, "data.batch_size": 4, "steps": 4}, TINY_SET)
-    out = tmp_path_factory.mktemp("model") / "run"
-    Trainer.create(spec, run_dir=out, progress=False, log=lambda m: None).fit()
-    return out
+    return train_tiny(tmp_path_factory.mktemp("model") / "run", steps=4, extra_set=HIGH_LR)
 
 
 @pytest.fixture(scope="module")

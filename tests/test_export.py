@@ -12,24 +12,17 @@ from PIL import Image
 from zoo.checkpoint import save_checkpoint
 from zoo.cli import main
 from zoo.data import embedded_source
-from zoo.engine import Trainer
 from zoo.lab import uint8_to_model_input
 from zoo.loading import load_trained
-from zoo.spec import build_spec
 
-from conftest import run_zoo
+from conftest import run_zoo, train_tiny
 
-TINY_SET = ["generator.options.n_down=3", "generator.options.ngf=8", "discriminator.options.ndf=8",
-            "data.load_size=40", "num_samples=2"]
 TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    spec, _ = build_spec(None, None, {"data.image_size": 32, "data.batch_size": 4, "steps": 2}, TINY_SET)
-    out = tmp_path_factory.mktemp("model") / "run"
-    Trainer.create(spec, run_dir=out, progress=False, log=lambda m: None).fit()
-    return out
+    return train_tiny(tmp_path_factory.mktemp("model") / "run", steps=2)
 
 
 @pytest.fixture(scope="module")

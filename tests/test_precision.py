@@ -9,10 +9,8 @@ from zoo.engine import (InferenceGenerator, Trainer, _dense_grads_into_norms, cp
 from zoo.errors import SpecError
 from zoo.spec import build_spec
 
-from conftest import TINY, run_zoo
+from conftest import TINY, TINY_SET, run_zoo
 
-TINY_SET = ["generator.options.n_down=3", "generator.options.ngf=8", "discriminator.options.ndf=8",
-            "data.load_size=40", "num_samples=2"]
 CPU = torch.device("cpu")
 
 

@@ -23,12 +23,10 @@ from zoo.data import decode_items, load_rgb, load_train_data, resolve_source
 from zoo.errors import DataError
 from zoo.spec import build_spec
 
-from conftest import TINY, run_zoo
+from conftest import TINY, TINY_SET, run_zoo
 
 # One intra-op thread: the zoo subprocesses run in seconds even when other jobs share the two cores.
 FAST = {"OMP_NUM_THREADS": "1"}
-TINY_SET = ["generator.options.n_down=3", "generator.options.ngf=8", "discriminator.options.ndf=8",
-            "data.load_size=40", "num_samples=2"]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -8,10 +8,8 @@ from zoo.checkpoint import latest_checkpoint, list_checkpoints, load_state
 from zoo.engine import Trainer
 from zoo.spec import build_spec
 
-from conftest import TINY, run_zoo
+from conftest import TINY, TINY_SET, run_zoo
 
-TINY_SET = ["generator.options.n_down=3", "generator.options.ngf=8", "discriminator.options.ndf=8",
-            "data.load_size=40", "num_samples=2"]
 
 
 def tiny_spec(steps, **flags):
