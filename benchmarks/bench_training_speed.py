@@ -20,8 +20,10 @@ step per round, data included:
   avx512_bf16/AMX).
 
 ``extra_info`` has ``img_per_s`` and ``speedup_vs_seed_pipeline`` (img/s over the seed pipeline's img/s of the
-same config, measured in the same session). Inference cases: the config's generator at its image size
-(``seed``: 256 px), batch 16, eval mode through ``zoo.engine.InferenceGenerator``, fp32 and auto.
+same config, measured in the same session). ``--zoo-device`` / ``ZOO_BENCH_DEVICE`` (benchmarks/conftest.py)
+picks the device and ``--zoo-rounds`` the rounds (at least 10 for ``cpu``, at most 3 for ``seed``). Inference
+cases: the config's generator at its image size (``seed``: 256 px), batch 16, eval mode through
+``zoo.engine.InferenceGenerator``, fp32 and auto.
 """
 from __future__ import annotations
 
@@ -40,16 +42,12 @@ SEED_OPT_IN = os.environ.get("ZOO_BENCH_SEED") == "1"
 RESULTS: dict[tuple[str, str], float] = {}  # (config, variant) -> img/s measured in this session
 
 
-def _spec(config: str, precision: str):
+def _spec(config: str, precision: str, device: str = "auto"):
     from zoo.spec import build_spec
 
-    flags = {"data.source": "embedded", "precision": precision, "steps": 1000, "device": _device_name()}
+    flags = {"data.source": "embedded", "precision": precision, "steps": 1000, "device": device}
     spec, _ = build_spec("seed" if config == "seed" else None, None, flags, [])
     return spec
-
-
-def _device_name() -> str:
-    return os.environ.get("ZOO_BENCH_DEVICE", "auto")
 
 
 def _skip_unless_enabled(config: str) -> None:
@@ -182,17 +180,17 @@ def _rounds(config: str, bench_config) -> int:
     return min(bench_config.rounds, 3) if config == "seed" else max(bench_config.rounds, 10)
 
 
-def _make(config: str, variant: str, tmp: Path, rounds: int):
+def _make(config: str, variant: str, tmp: Path, rounds: int, device: str):
     if variant == "seed_pipeline":
-        return SeedSteps(_spec(config, "fp32"), tmp, rounds)
-    return ZooSteps(_spec(config, "fp32" if variant == "zoo_fp32" else "auto"), tmp / "run")
+        return SeedSteps(_spec(config, "fp32", device), tmp, rounds)
+    return ZooSteps(_spec(config, "fp32" if variant == "zoo_fp32" else "auto", device), tmp / "run")
 
 
 def _seed_pipeline_rate(config: str, bench_config) -> float:
     """The seed pipeline's img/s of this session (measured here when its own case did not run first)."""
     if (config, "seed_pipeline") not in RESULTS:
         with tempfile.TemporaryDirectory() as tmp:
-            steps = SeedSteps(_spec(config, "fp32"), Path(tmp), _rounds(config, bench_config))
+            steps = SeedSteps(_spec(config, "fp32", bench_config.device), Path(tmp), _rounds(config, bench_config))
             steps()
             t0 = time.perf_counter()
             for _ in range(_rounds(config, bench_config)):
@@ -207,7 +205,7 @@ def _seed_pipeline_rate(config: str, bench_config) -> float:
 def test_training_speed(benchmark, bench_config, tmp_path, config, variant):
     _skip_unless_enabled(config)
     rounds = _rounds(config, bench_config)
-    steps = _make(config, variant, tmp_path, rounds)
+    steps = _make(config, variant, tmp_path, rounds, bench_config.device)
     steps()  # warm-up: optimizer state, oneDNN kernels, DataLoader workers
     benchmark.pedantic(steps, rounds=rounds, warmup_rounds=0)
     rate = steps.batch_size / _mean_seconds(benchmark, steps, rounds)
@@ -231,7 +229,7 @@ def test_inference_speed(benchmark, bench_config, config, precision):
     from zoo.engine import InferenceGenerator, build_models, select_device
     from zoo.registry import get_registry
 
-    spec = _spec(config, precision).resolved(get_registry())
+    spec = _spec(config, precision, bench_config.device).resolved(get_registry())
     device = select_device(spec.device)
     gen = InferenceGenerator(build_models(spec, device).generator, device, precision)
     size, batch = spec.data.image_size, 16

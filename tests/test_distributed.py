@@ -36,8 +36,8 @@ def rank_digests(stderr: str) -> list[tuple[str, str]]:
 
 def test_two_ranks_end_identical_write_once_and_resume_exactly(tmp_path):
     run = tmp_path / "run"
-    proc = torchrun("train", "--steps", "2", "--out", str(run), "--set", "checkpoint_every=1", "--set", "sample_every=1",
-                    "--set", "log_every=1", *TINY)
+    proc = torchrun("train", "--steps", "2", "--out", str(run), "--set", "checkpoint_every=1",
+                    "--set", "sample_every=1", "--set", "log_every=1", *TINY)
     # Every rank ends with the same weights, and they are the checkpoint's.
     digests = rank_digests(proc.stderr)
     assert len(digests) == 2 and digests[0] == digests[1]

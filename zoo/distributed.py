@@ -130,9 +130,9 @@ def shutdown(in_step: bool = True) -> None:
 def check_batch(batch_size: int, world: World) -> int:
     """Images per rank of a global batch; the global batch must split evenly."""
     if batch_size % world.size:
+        fits = max(world.size, batch_size // world.size * world.size)
         raise SpecError(f"data.batch_size {batch_size} is the global batch and must be divisible by the "
-                        f"{world.size} processes: use --batch-size {max(world.size, batch_size // world.size * world.size)} "
-                        f"or another --nproc_per_node")
+                        f"{world.size} processes: use --batch-size {fits} or another --nproc_per_node")
     return batch_size // world.size
 
 

@@ -151,7 +151,8 @@ class InferenceGenerator(nn.Module):
     ``InferenceGenerator(gen, device)(L)`` takes L (B, 1, H, W) in [-1, 1] and returns ab (B, 2, H, W) as
     contiguous float32, like the plain generator; use it under ``torch.inference_mode()``. The generator itself
     is moved and converted in place (``Module.to``). Measured with the seed U-Net at 256 px on a 2-core Xeon
-    with AMX: bf16 + channels_last ~4.5x the img/s of fp32 (README, "Speed").
+    with AMX: bf16 + channels_last gives 2.8x (two threads) to 4.6x (one thread) the img/s of fp32 (README,
+    "Speed").
     """
 
     def __init__(self, generator: nn.Module, device: torch.device | str, precision: str = "auto"):
