@@ -127,7 +127,8 @@ class SeedSteps:
     """The seed's training step in fp32 on batches from SeedStyleDataset through a DataLoader."""
 
     def __init__(self, spec, folder: Path, rounds: int):
-        from zoo.engine import build_models, select_device
+        from zoo.engine import build_models
+        from zoo.runtime import select_device
 
         from zoo.registry import get_registry
 
@@ -226,7 +227,8 @@ def test_training_speed(benchmark, bench_config, tmp_path, config, variant):
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 @pytest.mark.parametrize("config", CONFIGS)
 def test_inference_speed(benchmark, bench_config, config, precision):
-    from zoo.engine import InferenceGenerator, build_models, select_device
+    from zoo.engine import InferenceGenerator, build_models
+    from zoo.runtime import select_device
     from zoo.registry import get_registry
 
     spec = _spec(config, precision, bench_config.device).resolved(get_registry())

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from zoo.checkpoint import latest_checkpoint
-from zoo.engine import (InferenceGenerator, Trainer, _dense_grads_into_norms, cpu_has_fast_bf16,
-                        memory_format_for, resolve_precision)
+from zoo.engine import InferenceGenerator, Trainer, _dense_grads_into_norms, memory_format_for
+from zoo.runtime import cpu_has_fast_bf16, resolve_precision
 from zoo.errors import SpecError
 from zoo.spec import build_spec
 

@@ -20,7 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from zoo.checkpoint import NonFiniteWeights, atomic_write, list_checkpoints, save_checkpoint
+from zoo.checkpoint import NonFiniteWeights, list_checkpoints, save_checkpoint
+from zoo.fileio import atomic_write
 from zoo.engine import Trainer
 
 from conftest import make_plugin_dist, run_zoo

@@ -102,7 +102,8 @@ class GanBench:
 
     @classmethod
     def create(cls, spec, registry: Registry | None = None) -> "GanBench":
-        from zoo.engine import RunPaths, Schedule, Trainer, build_models, select_device
+        from zoo.engine import RunPaths, Schedule, Trainer, build_models
+        from zoo.runtime import select_device
         from zoo.lab import uint8_to_model_input
 
         registry = registry or get_registry()

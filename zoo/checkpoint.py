@@ -18,7 +18,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 from zoo.errors import CheckpointError
+from zoo.fileio import atomic_write
 
 FORMAT = "zoo-checkpoint/1"
 _NAME = re.compile(r"^step-(\d+)\.safetensors$")
@@ -63,49 +63,6 @@ class Checkpoint:
 
 def state_path_for(weights: Path) -> Path:
     return weights.with_name(weights.name.replace(".safetensors", ".state.pt"))
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _default_file_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, fsync the file, then rename it to ``path``; the temp file never lingers.
-
-    The file gets the permissions a plain ``open(path, "w")`` would give (mkstemp's are private, 0600).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(folder: Path, step: int, spec_json: str, generator: torch.nn.Module,

@@ -125,7 +125,7 @@ def _fit_gamut(lab: torch.Tensor) -> torch.Tensor:
 
 def save_image(image: Image.Image, path: str | Path, format: str = "PNG", **options) -> None:
     """Write an image atomically: never a half-written file under its final name."""
-    from zoo.checkpoint import atomic_write
+    from zoo.fileio import atomic_write
 
     atomic_write(Path(path), lambda tmp: image.save(tmp, format=format, **options))
 

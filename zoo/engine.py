@@ -46,6 +46,8 @@ from zoo import distributed
 from zoo.distributed import SINGLE, World
 from zoo.errors import SpecError, ZooError
 from zoo.registry import Registry, get_registry
+from zoo.fileio import write_text
+from zoo.runtime import Runtime, resolve_precision, select_device
 from zoo.spec import TrainSpec, spec_from_json, spec_to_json
 
 
@@ -55,17 +57,6 @@ class TrainingStopped(ZooError):
     def __init__(self, message: str, exit_code: int = 130):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def select_device(name: str) -> torch.device:
-    """'auto' -> CUDA if available, else CPU; an explicit device that is missing is a SpecError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecError(f"device {name!r} asked for but CUDA is not available here: use --device cpu or auto")
-    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise SpecError("device 'mps' asked for but it is not available here: use --device cpu or auto")
-    return torch.device(name)
 
 
 def init_weights(net: nn.Module, kind: str, gain: float) -> None:
@@ -87,62 +78,13 @@ def init_weights(net: nn.Module, kind: str, gain: float) -> None:
             nn.init.zeros_(m.bias)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU runs bf16 matrix maths natively (avx512_bf16 or AMX), so bf16 autocast pays off."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
-def cuda_has_fast_bf16(device: torch.device) -> bool:
-    """bf16 tensor cores: compute capability 8.0 or later (torch.cuda.is_bf16_supported() is also true on
-    older GPUs, where bf16 is emulated and slow, e.g. the seed's P100)."""
-    return torch.cuda.get_device_capability(device)[0] >= 8 and torch.cuda.is_bf16_supported()
-
-
-def resolve_precision(device: torch.device, precision: str) -> tuple[str, str]:
-    """(precision used: fp32, bf16 or fp16, why) for the spec's precision on a device.
-
-    ``auto``: bf16 on CPUs with avx512_bf16/AMX and on CUDA GPUs with bf16 tensor cores; fp16 (with grad
-    scaling) on older CUDA GPUs; fp32 otherwise. An explicit choice the device cannot run is a SpecError.
-    """
-    if precision == "auto":
-        if device.type == "cpu":
-            if cpu_has_fast_bf16():
-                return "bf16", "auto: this CPU has avx512_bf16/AMX, so bf16 autocast"
-            return "fp32", "auto: this CPU has no avx512_bf16 or AMX (bf16 would be emulated and slower), so fp32"
-        if device.type == "cuda":
-            if cuda_has_fast_bf16(device):
-                return "bf16", "auto: this GPU has bf16 tensor cores, so bf16 autocast"
-            return "fp16", "auto: this GPU has no fast bf16, so fp16 autocast with gradient scaling"
-        return "fp32", f"auto: no mixed precision on {device.type}, so fp32"
-    if precision == "fp16" and device.type not in ("cuda", "cpu"):
-        raise SpecError(f"precision fp16 needs a CUDA device or the CPU, not {device.type}; use fp32 or auto")
-    if precision == "fp16" and device.type == "cpu":
-        # Runs the CUDA recipe (fp16 autocast + GradScaler) on the CPU: emulated and very slow on most CPUs
-        # (measured 100x slower than bf16 on a Xeon with AMX), but it lets CPU tests exercise the scaler path.
-        return "fp16", "fp16 as asked; on a CPU it is emulated and very slow: use auto or bf16 to train"
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SpecError(f"precision bf16 is not supported by {torch.cuda.get_device_name(device)}; use fp16 or auto")
-    return precision, f"{precision} as asked"
-
-
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 def autocast_for(device: torch.device, precision: str):
-    """Autocast context for a precision (``auto`` is resolved first; fp32: none)."""
-    precision, _ = resolve_precision(device, precision)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+    """Autocast context for a precision on a device (rules: :mod:`zoo.runtime`)."""
+    return Runtime(device, *resolve_precision(device, precision)).autocast()
 
 
 def memory_format_for(device: torch.device, precision: str) -> torch.memory_format:
-    """channels_last when autocast runs on CPU or CUDA (measured: faster), else the default NCHW layout."""
-    precision, _ = resolve_precision(device, precision)
-    if precision != "fp32" and device.type in ("cpu", "cuda"):
-        return torch.channels_last
-    return torch.contiguous_format
+    return Runtime(device, *resolve_precision(device, precision)).memory_format
 
 
 class InferenceGenerator(nn.Module):
@@ -192,10 +134,7 @@ class Models:
 
 
 def make_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
-    """A GradScaler for the precision: enabled for fp16, a disabled pass-through (same code path) otherwise."""
-    precision, _ = resolve_precision(device, precision)
-    return torch.amp.GradScaler(device.type if device.type in ("cuda", "cpu") else "cpu",
-                                enabled=precision == "fp16")
+    return Runtime(device, *resolve_precision(device, precision)).scaler()
 
 
 def build_models(spec: TrainSpec, device: torch.device, registry: Registry | None = None,
@@ -346,7 +285,7 @@ class Trainer:
                             f"--resume {paths.root}, or choose another --out/--set run_name=...")
         if world.is_main:
             paths.root.mkdir(parents=True, exist_ok=True)
-            ckpt_io.atomic_write(paths.spec, lambda tmp: Path(tmp).write_text(spec_to_json(spec), encoding="utf-8"))
+            write_text(paths.spec, spec_to_json(spec))
         schedule = Schedule.from_spec(spec, len(data.train))
         _seed_rank_rng(spec, world)
         return cls(spec, paths, device, models, data, schedule, log=log, progress=progress and world.is_main,
@@ -375,8 +314,7 @@ class Trainer:
         if updates:
             spec = spec.model_copy(update=updates)
             if distributed.world_from_env().is_main:
-                ckpt_io.atomic_write(paths.spec,
-                                     lambda tmp: Path(tmp).write_text(spec_to_json(spec), encoding="utf-8"))
+                write_text(paths.spec, spec_to_json(spec))
         spec = spec.resolved(registry)
         world, dev = distributed.setup(select_device(spec.device))
         _check_parallel(spec, world, dev)

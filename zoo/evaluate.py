@@ -265,7 +265,7 @@ def evaluate_paths(paths: Sequence[str | Path], data: str = "embedded", split: s
     Without ``image_size`` the models' training size is used; models trained at different sizes need one.
     The split seed and fraction of a folder source are the first model's (its held-out images).
     """
-    from zoo.engine import select_device
+    from zoo.runtime import select_device
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     dev = select_device(device)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.checkpoint import atomic_write
+from zoo.fileio import atomic_write
 from zoo.errors import ZooError
 
 #: format -> usual file suffix

@@ -189,7 +189,8 @@ def run_leaderboard(config: LeaderboardConfig, log: Callable[[str], None] | None
 
     from zoo import bench
     from zoo.checkpoint import list_checkpoints
-    from zoo.engine import Trainer, select_device
+    from zoo.engine import Trainer
+    from zoo.runtime import select_device
     from zoo.evaluate import GRAY_BASELINE, candidate_from_trained, evaluate, load_images
     from zoo.loading import load_trained
     from zoo.registry import get_registry
@@ -285,7 +286,7 @@ def run_leaderboard(config: LeaderboardConfig, log: Callable[[str], None] | None
 
 
 def write_outputs(data: dict[str, Any], out: Path) -> None:
-    from zoo.checkpoint import atomic_write
+    from zoo.fileio import atomic_write
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", registry:
 
     A checkpoint whose component is not installed raises a one-line error naming it.
     """
-    from zoo.engine import load_weights, select_device
+    from zoo.engine import load_weights
+    from zoo.runtime import select_device
 
     registry = registry or get_registry()
     ckpt = load_checkpoint(path)

@@ -11,6 +11,7 @@ import sys
 import warnings
 
 from zoo.errors import ZooError
+from zoo.text import one_line
 
 #: subcommand -> module in zoo.cli
 COMMANDS = {
@@ -25,7 +26,7 @@ COMMANDS = {
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"zoo: warning: {message}", file=sys.stderr if file is None else file)
+    print(f"zoo: warning: {one_line(message)}", file=sys.stderr if file is None else file)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except ZooError as exc:
-        print(f"zoo: error: {exc}", file=sys.stderr)
+        print(f"zoo: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)

@@ -1,0 +1,159 @@
+"""Writing files without losing anything: atomic replacement, and the rule for what an output may replace.
+
+Every file zoo writes goes through :func:`atomic_write` (a temporary file in the same folder, fsynced, then
+renamed over the target), so a crash or a full disk never leaves a half-written file under a final name.
+
+Every output path a user names goes through :func:`check_output_file` first. The rule: zoo replaces only a
+regular file that the same command could have written (its suffix is one the command writes). It never replaces
+a folder, a FIFO, a device node, a socket or a symbolic link; and it refuses a zoo checkpoint or anything inside
+a zoo run folder unless the user passes ``--force``.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from zoo.errors import ZooError
+from zoo.text import shown
+
+
+class OutputRefused(ZooError):
+    """An output path holds something zoo must not replace."""
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: some file systems refuse a directory fsync)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def default_file_mode() -> int:
+    """The permissions ``open(path, "w")`` would give a new file under the current umask."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+TMP_SUFFIX = ".tmp"
+
+
+def temp_name_prefix(path: Path) -> str:
+    """The prefix of :func:`atomic_write`'s temporary files for ``path`` (``.NAME.``), for cleaning leftovers."""
+    return f".{Path(path).name}."
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
+    """Call ``write(tmp_path)``, fsync the file, then rename it to ``path``; the temp file never lingers.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (mkstemp's are private, 0600).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(path), suffix=TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomically write UTF-8 text."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def kind_of(st: os.stat_result) -> str:
+    """'folder', 'FIFO', 'device node', 'socket' or 'file' for a stat result (of lstat: 'symbolic link')."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device node"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "file"
+
+
+def inside_run_folder(path: Path) -> Path | None:
+    """The zoo run folder that holds ``path`` (a folder with ``spec.json`` and ``checkpoints/``), if any."""
+    here = Path(os.path.abspath(path)).parent
+    for folder in (here, *here.parents):
+        if (folder / "spec.json").is_file() and (folder / "checkpoints").is_dir():
+            return folder
+    return None
+
+
+def is_zoo_checkpoint(path: Path) -> bool:
+    """Whether a regular file is a zoo checkpoint (its safetensors header names the zoo format)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return False
+            size = int.from_bytes(head, "little")
+            if not 2 <= size <= 100_000_000:
+                return False
+            header = fh.read(min(size, 1_000_000))
+    except OSError:
+        return False
+    return b'"zoo-checkpoint/' in header
+
+
+def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], what: str, force: bool = False,
+                      flag: str = "--out") -> Path:
+    """Refuse an output path whose replacement could lose something; returns it as a Path.
+
+    ``suffixes``: the file endings this command writes (lower case, with the dot); ``what``: what it writes, for
+    the message (e.g. "an ONNX model"). See the module docstring for the rule.
+    """
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise OutputRefused(f"{flag} {shown(path)} cannot be checked ({exc.strerror or exc}); choose another path")
+    kind = kind_of(st)
+    if kind != "file":
+        raise OutputRefused(f"{flag} {shown(path)} is a {kind}, not a file zoo wrote: zoo never replaces it; "
+                            f"give a new file name for {what}")
+    if not force:
+        run = inside_run_folder(path)
+        if is_zoo_checkpoint(path):
+            raise OutputRefused(f"{flag} {shown(path)} is a zoo checkpoint: it is not replaced; give another "
+                                f"file name, or pass --force to replace it")
+        if run is not None:
+            raise OutputRefused(f"{flag} {shown(path)} is inside the zoo run folder {shown(run)}: it is not "
+                                f"replaced; write elsewhere, or pass --force")
+        if path.suffix.lower() not in suffixes:
+            raise OutputRefused(f"{flag} {shown(path)} exists and is not {what} ({'/'.join(suffixes)}): it is not "
+                                f"replaced; give a new file name, or pass --force")
+    return path
+
+
+__all__ = ["OutputRefused", "atomic_write", "check_output_file", "default_file_mode", "fsync_dir",
+           "inside_run_folder", "is_zoo_checkpoint", "kind_of", "temp_name_prefix", "write_text"]
