@@ -31,7 +31,7 @@ def blocks(path) -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in BLOCK.finditer(path.read_text(encoding="utf-8"))]
 
 
-def zoo_lines(code: str) -> list[str]:
+def zoo_lines(code: str) -> list[list[str]]:
     """The `zoo ...` command lines of a bash block: continuations joined, comments dropped, and launchers
     (`torchrun ... -m zoo train ...`, `python -m zoo ...`, `ENV=1 zoo ...`) cut to the part from `zoo` on."""
     out = []
