@@ -23,25 +23,10 @@ from safetensors.torch import load_file
 from zoo.checkpoint import NonFiniteWeights, atomic_write, list_checkpoints, save_checkpoint
 from zoo.engine import Trainer
 
-from conftest import make_plugin_dist, run_zoo
-from test_reliability_data import FAST, expect_error, expect_ok, photos, tiny_args, tiny_spec  # noqa: F401
+from conftest import (FAST, assert_same_tensors, expect_error, expect_ok, make_plugin_dist, run_zoo, tiny_args,
+                      tiny_spec, train)
 
 STEPS = 30
-
-
-@pytest.fixture
-def one_thread():
-    """In-process training with one intra-op thread, like the FAST subprocesses (same numbers, less waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def train_here(spec, run_dir: Path) -> Trainer:
-    trainer = Trainer.create(spec, run_dir=run_dir, progress=False, log=lambda line: None)
-    trainer.fit()
-    return trainer
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -50,13 +35,6 @@ def digest(folder: Path) -> dict[str, str]:
 
 def tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
-
-
-def assert_same_tensors(a: Path, b: Path) -> None:
-    ta, tb = tensors(a), tensors(b)
-    assert ta.keys() == tb.keys()
-    for key in ta:
-        assert torch.equal(ta[key], tb[key]), key
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -69,7 +47,7 @@ def uninterrupted(tmp_path_factory, photos):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        trainer = train_here(tiny_spec(photos, STEPS, log_every=1, checkpoint_every=1000, sample_every=1000),
+        trainer = train(tiny_spec(photos, STEPS, log_every=1, checkpoint_every=1000, sample_every=1000),
                              tmp_path_factory.mktemp("uninterrupted") / "run")
     finally:
         torch.set_num_threads(before)
@@ -210,7 +188,7 @@ def test_non_finite_weights_before_any_checkpoint(tmp_path):
 
 def test_resume_falls_back_past_damaged_checkpoints_and_says_so(tmp_path, photos, one_thread):
     run = tmp_path / "run"
-    train_here(tiny_spec(photos, 4, checkpoint_every=1, sample_every=1000), run)
+    train(tiny_spec(photos, 4, checkpoint_every=1, sample_every=1000), run)
     ckpts = run / "checkpoints"
     assert [p.name for p in list_checkpoints(ckpts)] == [f"step-{s:06d}.safetensors" for s in (2, 3, 4)]
     # a crash in the middle of writing step 4's weights (what atomic writes prevent, done by hand), a torn
@@ -232,7 +210,7 @@ def test_resume_falls_back_past_damaged_checkpoints_and_says_so(tmp_path, photos
     assert [p.name for p in list_checkpoints(ckpts)] == [f"step-{s:06d}.safetensors" for s in (3, 4, 5)]
     assert not leftover.exists() and not list(ckpts.glob("*.tmp"))
     # nothing lost: the damaged steps were trained again, and the run ends as one that was never damaged
-    straight = train_here(tiny_spec(photos, 5, checkpoint_every=1, sample_every=1000), tmp_path / "straight")
+    straight = train(tiny_spec(photos, 5, checkpoint_every=1, sample_every=1000), tmp_path / "straight")
     for step in (4, 5):
         assert_same_tensors(ckpts / f"step-{step:06d}.safetensors",
                             straight.paths.checkpoints / f"step-{step:06d}.safetensors")
@@ -240,7 +218,7 @@ def test_resume_falls_back_past_damaged_checkpoints_and_says_so(tmp_path, photos
 
 def test_every_checkpoint_damaged_or_unsafe_is_one_line_and_runs_nothing(tmp_path, photos, one_thread):
     run = tmp_path / "run"
-    train_here(tiny_spec(photos, 2, checkpoint_every=1, sample_every=1000), run)
+    train(tiny_spec(photos, 2, checkpoint_every=1, sample_every=1000), run)
     ckpts = run / "checkpoints"
     marker = tmp_path / "PWNED"
 
@@ -262,7 +240,7 @@ def test_every_checkpoint_damaged_or_unsafe_is_one_line_and_runs_nothing(tmp_pat
 
 def test_a_failed_checkpoint_write_is_one_line_and_leaves_no_temporary_file(tmp_path, photos, one_thread):
     run = tmp_path / "run"
-    train_here(tiny_spec(photos, 1, sample_every=1000), run)
+    train(tiny_spec(photos, 1, sample_every=1000), run)
     ckpts = run / "checkpoints"
     before = digest(ckpts)
     (ckpts / "step-000002.safetensors").mkdir()  # the rename into place fails, as on a broken file system
