@@ -1,6 +1,7 @@
 """Shared test helpers, defined once and imported as ``from conftest import X`` (pytest puts tests/ on sys.path).
 
-* Running zoo: `run_zoo` (the real `zoo` command in a subprocess), `FAST` (its one-thread environment),
+* Running zoo: `run_zoo` (the real `zoo` command in a subprocess), `FAST` (its one-thread environment), `zoo_here`
+  (the same entry point in this process, for quick error paths),
   `expect_ok` / `expect_error` / `one_error_line` (the exit code and the single `zoo: error:` line).
 * Training: `TINY` (CLI flags) / `TINY_SET` (spec overrides) for a tiny but complete config, `tiny_spec`,
   `tiny_args`, `train` (the real engine in-process), `train_tiny`, `assert_same_tensors`; fixtures `one_thread`,
@@ -57,6 +58,17 @@ def run_zoo(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     if check_rc is not None:
         assert proc.returncode == check_rc, f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
+
+
+def zoo_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """Run ``zoo ARGS`` through its entry point (zoo.cli.main) in this process: no interpreter and torch start-up,
+    for error paths that fail before any work. Returns what `run_zoo` would (exit code, stdout, stderr)."""
+    from zoo.cli import main
+
+    capsys.readouterr()  # only this command's output
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["zoo", *args], rc, out, err)
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -22,7 +22,7 @@ from zoo.errors import DataError
 
 # expect_ok, photos, tiny_args: also imported from here by other test modules (photos is a fixture)
 from conftest import (FAST, PHOTOS, bomb_png, expect_error, expect_ok, photo, photos, run_zoo, tiny_args,  # noqa: F401
-                      tiny_spec, truncate)
+                      tiny_spec, truncate, zoo_here)
 
 # ----------------------------------------------------------------------------------------------------
 # The corpus
@@ -153,12 +153,12 @@ def test_folder_of_only_unusable_files_fails_with_one_line(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_folder_without_images_fails_with_one_line(tmp_path):
+def test_folder_without_images_fails_with_one_line(tmp_path, capsys):
     data = tmp_path / "data"
     (data / "sub").mkdir(parents=True)
     (data / "notes.txt").write_text("no pictures here")
     (data / "sub" / "model.ckpt").write_bytes(b"\0" * 10)
-    proc = run_zoo(*tiny_args(data, tmp_path / "run", 1), env=FAST)
+    proc = zoo_here(capsys, *tiny_args(data, tmp_path / "run", 1))  # fails before training: in this process
     expect_error(proc, 2, f"no images (jpg, jpeg, png", f"found under {data}", "point --data at a folder")
     assert not (tmp_path / "run").exists()
 

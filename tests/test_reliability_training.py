@@ -24,7 +24,7 @@ from zoo.checkpoint import NonFiniteWeights, atomic_write, list_checkpoints, sav
 from zoo.engine import Trainer
 
 from conftest import (FAST, assert_same_tensors, expect_error, expect_ok, make_plugin_dist, run_zoo, tiny_args,
-                      tiny_spec, train)
+                      tiny_spec, train, zoo_here)
 
 STEPS = 30
 
@@ -269,7 +269,8 @@ def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path):
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would make it, not mkstemp's 0600
 
 
-def test_out_folder_that_is_a_file_is_one_line(tmp_path, photos):
+def test_out_folder_that_is_a_file_is_one_line(tmp_path, photos, capsys):
     (tmp_path / "taken").write_text("a file where the run folder should go")
-    proc = run_zoo(*tiny_args(photos, tmp_path / "taken", 1), env=FAST)
+    proc = zoo_here(capsys, *tiny_args(photos, tmp_path / "taken", 1))  # fails before training: in this process
     expect_error(proc, 2, str(tmp_path / "taken"))
+    assert (tmp_path / "taken").read_text() == "a file where the run folder should go"  # left as it was
