@@ -47,7 +47,10 @@ def test_zoo_list_and_zoo_plugins_show_it():
     for name, kind in COMPONENTS.items():
         (row,) = [c for c in listing[kind] if c["name"] == name]
         assert (row["distribution"], row["version"]) == (PROJECT["name"], PROJECT["version"])
-        assert row["options"] and all(o["description"] for o in row["options"])
+        # the listing shows every option with the default the component really gets, each described
+        defaults = get_registry().get(kind, name).options({}).model_dump()
+        assert {o["name"]: o["default"] for o in row["options"]} == defaults
+        assert all(o["description"] for o in row["options"])
     text = run_zoo("plugins", check_rc=0).stdout.splitlines()
     for name, kind in COMPONENTS.items():
         line = f"{name}: zoo_example_plugin.{name} from {PROJECT['name']} {PROJECT['version']} [loaded]"
