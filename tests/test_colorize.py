@@ -23,7 +23,7 @@ from zoo.colorize import Colorizer, SizeError, combine
 from zoo.lab import AB_SCALE, uint8_to_model_input
 from zoo.loading import load_trained
 
-from conftest import run_zoo, train_tiny
+from conftest import one_error_line, run_zoo, train_tiny
 
 # TINY (conftest) as spec overrides, with a high generator learning rate so that a few steps already give
 # clearly coloured outputs (a near-gray output would make the lightness checks below trivially true).
@@ -59,15 +59,6 @@ def assert_same_lightness(output: Image.Image, source) -> None:
     assert out.shape == src.shape
     assert np.abs(out[..., 0] - src[..., 0]).max() <= L_TOLERANCE
     assert np.hypot(out[..., 1], out[..., 2]).max() > 2  # it was coloured, so the check above meant something
-
-
-def one_error_line(result) -> str:
-    """The single stderr line of a finished `zoo` process (exit code 2), or of captured in-process output."""
-    stderr = result.stderr if isinstance(result, subprocess.CompletedProcess) else result.err
-    assert getattr(result, "returncode", 2) == 2, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("zoo: error: "), stderr
-    return lines[0]
 
 
 # ---- the command -------------------------------------------------------------------------------------

@@ -1,9 +1,7 @@
 """zoo.data on real files written to tmp_path (no mocks)."""
 import os
-import struct
 import threading
 import time
-import zlib
 
 import numpy as np
 import pytest
@@ -21,6 +19,8 @@ from zoo.data import (
     resolve_source,
 )
 from zoo.errors import DataError
+
+from conftest import bomb_png, truncate
 
 
 def pattern(h=24, w=32, seed=0) -> np.ndarray:
@@ -113,33 +113,14 @@ def test_exif_orientation_is_applied(tmp_path):
 # load_rgb: unreadable files
 
 
-def bomb_png(path, width=40_000, height=40_000):
-    """A valid-looking PNG of a few dozen bytes whose header claims width x height."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
-    )
-    return path
-
-
-def truncated(path):
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
-
-
 def broken_files(folder):
     """name -> expected words in the reason."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.jpg").write_text("this is not a picture\n")
     (folder / "page.png").write_text("<!DOCTYPE html><html><body>404</body></html>")
-    truncated(save(folder / "cut.jpg", pattern(64, 64)))
-    truncated(save(folder / "cut.png", pattern(64, 64)))
+    truncate(save(folder / "cut.jpg", pattern(64, 64)))
+    truncate(save(folder / "cut.png", pattern(64, 64)))
     bomb_png(folder / "bomb.png")
     return {
         "empty.jpg": "empty",

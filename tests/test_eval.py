@@ -8,25 +8,12 @@ import skimage.data
 from PIL import Image
 
 from zoo import metrics
-from zoo.cli import main as cli_main
 from zoo.evaluate import GRAY_BASELINE, evaluate, load_images
 
-from conftest import TINY, run_zoo
+from conftest import expect_error, run_zoo
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval") / "run"
-    assert cli_main(["train", "--steps", "2", "--out", str(out), *TINY]) == 0  # in-process: one torch import less
-    return out
-
-
-def one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("zoo: error:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+# tiny_run: the session's 2-step TINY run on the embedded photos, folder name "run" (conftest)
 
 
 def test_eval_json_has_protocol_models_gray_baseline_and_per_image_rows(tiny_run):
@@ -85,12 +72,12 @@ def test_gray_photos_keep_the_psnr_mean_finite(tmp_path):
 def test_eval_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     bogus = tmp_path / "model.safetensors"
     bogus.write_text("not a checkpoint at all")
-    line = one_error_line(run_zoo("eval", str(bogus)))
+    line = expect_error(run_zoo("eval", str(bogus)), 2)
     assert "model.safetensors" in line and "not a zoo checkpoint" in line
 
 
 def test_eval_refuses_a_source_with_no_images(tiny_run, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    line = one_error_line(run_zoo("eval", str(tiny_run), "--data", str(empty)))
+    line = expect_error(run_zoo("eval", str(tiny_run), "--data", str(empty)), 2)
     assert "no images" in line and str(empty) in line

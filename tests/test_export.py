@@ -1,7 +1,6 @@
 """`zoo export`: ONNX (run in onnxruntime) and torch.export (.pt2) files of a tiny model trained once for this
 module, matching PyTorch on random and real inputs at sizes other than the training size."""
 import json
-import subprocess
 import textwrap
 
 import numpy as np
@@ -15,14 +14,14 @@ from zoo.data import embedded_source
 from zoo.lab import uint8_to_model_input
 from zoo.loading import load_trained
 
-from conftest import run_zoo, train_tiny
+from conftest import one_error_line, run_zoo
 
 TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return train_tiny(tmp_path_factory.mktemp("model") / "run", steps=2)
+def run_dir(tiny_run):
+    return tiny_run  # the session's 2-step TINY run (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +42,6 @@ def inputs() -> dict[str, torch.Tensor]:
 def expected(generator, L: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         return generator(L).numpy()
-
-
-def one_error_line(result) -> str:
-    """The single stderr line of a finished `zoo` process (exit code 2), or of captured in-process output."""
-    stderr = result.stderr if isinstance(result, subprocess.CompletedProcess) else result.err
-    assert getattr(result, "returncode", 2) == 2, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("zoo: error: "), stderr
-    return lines[0]
 
 
 def test_onnx_runs_in_onnxruntime_and_matches_pytorch(run_dir, generator, tmp_path):

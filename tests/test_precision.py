@@ -1,92 +1,124 @@
-"""Mixed precision and the speed paths of the engine: exact resume in every precision, the grad scalers'
-state in checkpoints, and the layout tricks leaving values alone."""
+"""Mixed precision, observed from outside the engine: what `zoo train --precision` says and saves, the dtype the
+convolutions really compute in during a training step, exact resume in every precision with the grad scalers'
+state carried over in the checkpoint, and the speed paths (dense norm gradients, the inference generator) leaving
+values alone."""
+from pathlib import Path
+
 import pytest
 import torch
+from torch import nn
 
-from zoo.checkpoint import latest_checkpoint
-from zoo.engine import InferenceGenerator, Trainer, _dense_grads_into_norms, memory_format_for
-from zoo.runtime import cpu_has_fast_bf16, resolve_precision
-from zoo.errors import SpecError
-from zoo.spec import build_spec
+from zoo.checkpoint import latest_checkpoint, load_state, state_path_for
+from zoo.engine import InferenceGenerator, Trainer, _dense_grads_into_norms, build_models
 
-from conftest import TINY, TINY_SET, run_zoo
+from conftest import FAST, TINY, assert_same_tensors, run_zoo, tiny_spec, train
 
 CPU = torch.device("cpu")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def tiny_spec(steps, precision, **flags):
-    spec, _ = build_spec(None, None, {"data.image_size": 32, "data.batch_size": 4, "steps": steps,
-                                      "checkpoint_every": 2, "sample_every": 2, "log_every": 1,
-                                      "precision": precision, **flags}, TINY_SET)
-    return spec
+def spec(steps, precision, **flags):
+    return tiny_spec(steps=steps, **{"checkpoint_every": 2, "sample_every": 2, "log_every": 1,
+                                     "precision": precision, **flags})
 
 
-def _train(spec, run_dir):
-    t = Trainer.create(spec, run_dir=run_dir, progress=False, log=lambda m: None)
-    t.fit()
-    return t
+def checkpoint(run: Path, step: int) -> Path:
+    return run / "checkpoints" / f"step-{step:06d}.safetensors"
 
 
-def _same_weights(a, b):
-    for x, y in ((a.models.generator, b.models.generator), (a.models.discriminator, b.models.discriminator)):
-        sx, sy = x.state_dict(), y.state_dict()
-        assert sx.keys() == sy.keys()
-        for k in sx:
-            assert torch.equal(sx[k], sy[k]), k
+def quiet(**kwargs):
+    return {"progress": False, "log": lambda line: None, **kwargs}
 
 
-def test_auto_precision_follows_the_device():
-    precision, why = resolve_precision(CPU, "auto")
-    assert precision == ("bf16" if cpu_has_fast_bf16() else "fp32") and why.startswith("auto:")
-    assert resolve_precision(CPU, "fp32")[0] == "fp32"
-    assert memory_format_for(CPU, "fp32") == torch.contiguous_format
-    assert memory_format_for(CPU, "bf16") == torch.channels_last
-    with pytest.raises(SpecError, match="fp16 needs a CUDA device or the CPU"):
-        resolve_precision(torch.device("mps"), "fp16")
+# ---- what the command says and saves ----------------------------------------------------------------------
 
+def test_train_cli_reports_and_saves_the_precision_it_used(tmp_path):
+    """bf16 as asked (auto, the default, is checked by tests/test_train.py's end-to-end run)."""
+    out = tmp_path / "run"
+    proc = run_zoo("train", "--steps", "1", "--precision", "bf16", "--out", str(out), *TINY, env=FAST, check_rc=0)
+    # channels_last whenever autocast is on
+    assert "zoo: precision bf16 (bf16 as asked); channels_last layout" in proc.stderr.splitlines()
+    _, state, _ = latest_checkpoint(out, with_state=True)
+    assert state["precision"] == "bf16"
+    assert state["scalers"] == {"generator": {}, "discriminator": {}}  # no gradient scaling outside fp16
+
+
+# ---- what a training step computes in ---------------------------------------------------------------------
 
 # fp16 on a CPU runs the CUDA recipe (autocast fp16 + GradScaler), slowly but exactly like on a GPU.
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_a_training_step_convolves_in_the_precision_and_keeps_fp32_weights(tmp_path, precision):
+    trainer = Trainer.create(spec(1, precision), run_dir=tmp_path / "r", **quiet())
+    nets = {"generator": trainer.models.generator, "discriminator": trainer.models.discriminator}
+    seen: dict[str, set] = {name: set() for name in nets}
+    hooks = [module.register_forward_hook(lambda m, args, out, name=name: seen[name].add(out.dtype))
+             for name, net in nets.items() for module in net.modules()
+             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))]
+    trainer.fit()
+    for hook in hooks:
+        hook.remove()
+    assert seen == {"generator": {DTYPES[precision]}, "discriminator": {DTYPES[precision]}}
+    for name, net in nets.items():
+        # the optimizers keep fp32 master weights; autocast only changes what the convolutions compute in
+        assert {p.dtype for p in net.parameters()} == {torch.float32}, name
+        conv_weights = [m.weight for m in net.modules() if isinstance(m, nn.Conv2d)]
+        # (a 1-channel or 1x1 kernel is both layouts at once: left out)
+        channels_last = [w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                         for w in conv_weights if w.shape[1] > 1 and w.shape[-1] > 1]
+        assert set(channels_last) == {precision != "fp32"}, name
+    from safetensors.torch import load_file
+
+    saved = load_file(str(checkpoint(tmp_path / "r", 1)))
+    assert {t.dtype for t in saved.values() if t.is_floating_point()} == {torch.float32}
+
+
+# ---- resume -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_resume_is_exact_in_every_precision(tmp_path, precision):
-    straight = _train(tiny_spec(4, precision), tmp_path / "straight")
-    _train(tiny_spec(2, precision), tmp_path / "resumed")
-    resumed = Trainer.resume(tmp_path / "resumed", steps=4, progress=False, log=lambda m: None)
-    assert resumed.step == 2 and resumed.precision == precision
-    resumed.fit()
-    _same_weights(straight, resumed)
-    assert (straight.models.gen_scaler.is_enabled(), straight.models.disc_scaler.is_enabled()) == (
-        precision == "fp16",) * 2
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(spec(4, precision), straight)
+    train(spec(2, precision), resumed)  # stops after step 2, with its checkpoint
+    trainer = Trainer.resume(resumed, steps=4, **quiet())
+    assert trainer.step == 2
+    trainer.fit()
+    assert_same_tensors(checkpoint(straight, 4), checkpoint(resumed, 4))
+    with pytest.raises(AssertionError):  # the run changed the weights: the comparison above can fail
+        assert_same_tensors(checkpoint(straight, 2), checkpoint(straight, 4))
+    _, state_straight, _ = latest_checkpoint(straight, with_state=True)
+    _, state_resumed, _ = latest_checkpoint(resumed, with_state=True)
+    assert state_straight["precision"] == state_resumed["precision"] == precision
+    assert state_resumed["scalers"] == state_straight["scalers"]
+    # only fp16 scales gradients: its scalers have a state, the others save empty (disabled) ones
+    assert {bool(s) for s in state_resumed["scalers"].values()} == {precision == "fp16"}
 
 
-def test_grad_scaler_state_is_checkpointed_and_restored(tmp_path):
-    t = _train(tiny_spec(2, "fp16"), tmp_path / "r")
-    # Give both scalers a state a fresh scaler would not have, and checkpoint it.
-    t.models.gen_scaler.update(new_scale=1024.0)
-    t.models.disc_scaler.update(new_scale=8.0)
-    t.save()
-    _, state, _ = latest_checkpoint(tmp_path / "r", with_state=True)
-    assert state["precision"] == "fp16"
-    assert state["scalers"]["generator"]["scale"] == 1024.0 and state["scalers"]["discriminator"]["scale"] == 8.0
-    resumed = Trainer.resume(tmp_path / "r", steps=3, progress=False, log=lambda m: None)
-    assert resumed.models.gen_scaler.get_scale() == 1024.0 and resumed.models.disc_scaler.get_scale() == 8.0
-    resumed.fit()
-    assert resumed.step == 3
+def test_grad_scaler_state_is_restored_from_the_checkpoint(tmp_path):
+    run = tmp_path / "r"
+    train(spec(2, "fp16"), run)
+    state_file = state_path_for(checkpoint(run, 2))
+    state = load_state(state_file)
+    # a fresh GradScaler's 2**16, halved at each step whose gradients overflowed (fp16 on a CPU: the first ones)
+    assert state["scalers"]["generator"]["scale"] in [2.0 ** k for k in range(14, 17)]
+    # the saved scales as a long fp16 run would have left them (far from a fresh scaler's)
+    state["scalers"]["generator"]["scale"], state["scalers"]["discriminator"]["scale"] = 1024.0, 8.0
+    torch.save(state, state_file)
+    Trainer.resume(run, steps=3, **quiet()).fit()
+    _, after, _ = latest_checkpoint(run, with_state=True)
+    assert after["step"] == 3
+    # continued from the saved scales (halved if step 3 met an inf gradient; growth needs 2000 clean steps)
+    assert after["scalers"]["generator"]["scale"] in (1024.0, 512.0)
+    assert after["scalers"]["discriminator"]["scale"] in (8.0, 4.0)
 
 
-def test_fp32_and_bf16_runs_store_disabled_scalers(tmp_path):
-    _train(tiny_spec(2, "fp32"), tmp_path / "r")
-    _, state, _ = latest_checkpoint(tmp_path / "r", with_state=True)
-    assert state["scalers"] == {"generator": {}, "discriminator": {}} and state["precision"] == "fp32"
-
+# ---- speed paths leave values alone -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_dense_norm_gradients_leave_values_unchanged(tmp_path, precision):
-    t = Trainer.create(tiny_spec(1, precision), run_dir=tmp_path / "r", progress=False, log=lambda m: None)
+    t = Trainer.create(spec(1, precision), run_dir=tmp_path / "r", **quiet())
     L, ab = t._batch(0)
 
     def grads(hooked: bool):
-        from zoo.engine import build_models
-
         net = build_models(t.spec, CPU).generator.to(memory_format=torch.channels_last)
         if hooked:
             _dense_grads_into_norms(net)
@@ -106,7 +138,7 @@ def test_dense_norm_gradients_leave_values_unchanged(tmp_path, precision):
 
 
 def test_inference_generator_matches_the_plain_generator(tmp_path):
-    t = Trainer.create(tiny_spec(1, "fp32"), run_dir=tmp_path / "r", progress=False, log=lambda m: None)
+    t = Trainer.create(spec(1, "fp32"), run_dir=tmp_path / "r", **quiet())
     L, _ = t._batch(0)
     gen = t.models.generator.eval()
     with torch.inference_mode():
@@ -115,9 +147,5 @@ def test_inference_generator_matches_the_plain_generator(tmp_path):
         fast16 = InferenceGenerator(gen, CPU, "bf16")(L)
     assert torch.equal(fast32, reference)
     assert fast16.dtype == torch.float32 and fast16.is_contiguous() and fast16.shape == reference.shape
-    assert (fast16 - reference).abs().max() < 0.05  # bf16 keeps ~3 significant digits; ab is in [-1, 1]
-
-
-def test_train_reports_precision_and_layout(tmp_path):
-    proc = run_zoo("train", "--steps", "1", "--precision", "fp32", "--out", str(tmp_path / "run"), *TINY, check_rc=0)
-    assert "zoo: precision fp32 (fp32 as asked); NCHW layout" in proc.stderr
+    difference = (fast16 - reference).abs().max()
+    assert 0 < difference < 0.05  # it ran in bf16 (not exact), which keeps ~3 significant digits; ab is in [-1, 1]

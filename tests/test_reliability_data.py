@@ -2,17 +2,15 @@
 
 Real files written by PIL (plus a few real photos from skimage.data), the real `zoo` command. Training
 skips what cannot be used, says how many and names a few, upscales images smaller than the decoded size
-(and says so), and fails with one line only when nothing is usable. The helpers at the top are shared by
-the other tests/test_reliability_*.py files.
+(and says so), and fails with one line only when nothing is usable.
+The helpers (expect_error, photos, tiny_spec, ...) live in tests/conftest.py.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import re
-import struct
 import threading
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,88 +19,13 @@ from PIL import Image
 
 from zoo.data import decode_items, load_rgb, load_train_data, resolve_source
 from zoo.errors import DataError
-from zoo.spec import build_spec
 
-from conftest import TINY, TINY_SET, run_zoo
-
-# One intra-op thread: the zoo subprocesses run in seconds even when other jobs share the two cores.
-FAST = {"OMP_NUM_THREADS": "1"}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Shared helpers
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("zoo: error:")]
-
-
-def expect_error(proc, rc: int, *words: str) -> str:
-    """The command failed with exit code ``rc`` and exactly one `zoo: error:` line holding ``words``."""
-    assert proc.returncode == rc, f"rc {proc.returncode}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = error_lines(proc.stderr)
-    assert len(errors) == 1, proc.stderr
-    for word in words:
-        assert word in errors[0], (word, errors[0])
-    return errors[0]
-
-
-def expect_ok(proc) -> None:
-    assert proc.returncode == 0, f"rc {proc.returncode}\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr and not error_lines(proc.stderr), proc.stderr
-
-
-def photo(name: str, size: int | None = 48) -> Image.Image:
-    """A real photo from skimage.data, optionally resized to size x size."""
-    import skimage.data
-
-    img = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-    return img.resize((size, size), Image.BICUBIC) if size else img
-
-
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
-
-
-@pytest.fixture(scope="session")
-def photos(tmp_path_factory) -> Path:
-    """A folder of six real 48 px photos: the data of every training test in the corpus (fast to decode)."""
-    root = tmp_path_factory.mktemp("photos")
-    for name in PHOTOS:
-        photo(name).save(root / f"{name}.png")
-    return root
-
-
-def tiny_args(data: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    return ["train", "--data", str(data), "--steps", str(steps), "--out", str(out), *TINY, *extra]
-
-
-def tiny_spec(data: Path, steps: int, **flags):
-    spec, _ = build_spec(None, None, {"data.source": str(data), "data.image_size": 32, "data.batch_size": 4,
-                                      "steps": steps, **flags}, TINY_SET)
-    return spec
-
+# expect_ok, photos, tiny_args: also imported from here by other test modules (photos is a fixture)
+from conftest import (FAST, PHOTOS, bomb_png, expect_error, expect_ok, photo, photos, run_zoo, tiny_args,  # noqa: F401
+                      tiny_spec, truncate, zoo_here)
 
 # ----------------------------------------------------------------------------------------------------
 # The corpus
-
-
-def bomb_png(path: Path, width: int = 40_000, height: int = 40_000) -> Path:
-    """A 70-byte PNG whose header claims width x height pixels (4.8 GB decoded)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))
-    return path
-
-
-def truncate(path: Path) -> Path:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
 
 
 def write_unusable(root: Path) -> dict[str, str]:
@@ -230,12 +153,12 @@ def test_folder_of_only_unusable_files_fails_with_one_line(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_folder_without_images_fails_with_one_line(tmp_path):
+def test_folder_without_images_fails_with_one_line(tmp_path, capsys):
     data = tmp_path / "data"
     (data / "sub").mkdir(parents=True)
     (data / "notes.txt").write_text("no pictures here")
     (data / "sub" / "model.ckpt").write_bytes(b"\0" * 10)
-    proc = run_zoo(*tiny_args(data, tmp_path / "run", 1), env=FAST)
+    proc = zoo_here(capsys, *tiny_args(data, tmp_path / "run", 1))  # fails before training: in this process
     expect_error(proc, 2, f"no images (jpg, jpeg, png", f"found under {data}", "point --data at a folder")
     assert not (tmp_path / "run").exists()
 

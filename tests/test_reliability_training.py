@@ -24,25 +24,10 @@ from zoo.checkpoint import NonFiniteWeights, list_checkpoints, save_checkpoint
 from zoo.fileio import atomic_write
 from zoo.engine import Trainer
 
-from conftest import make_plugin_dist, run_zoo
-from test_reliability_data import FAST, expect_error, expect_ok, photos, tiny_args, tiny_spec  # noqa: F401
+from conftest import (FAST, assert_same_tensors, expect_error, expect_ok, make_plugin_dist, run_zoo, tiny_args,
+                      tiny_spec, train, zoo_here)
 
 STEPS = 30
-
-
-@pytest.fixture
-def one_thread():
-    """In-process training with one intra-op thread, like the FAST subprocesses (same numbers, less waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def train_here(spec, run_dir: Path) -> Trainer:
-    trainer = Trainer.create(spec, run_dir=run_dir, progress=False, log=lambda line: None)
-    trainer.fit()
-    return trainer
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -51,13 +36,6 @@ def digest(folder: Path) -> dict[str, str]:
 
 def tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
-
-
-def assert_same_tensors(a: Path, b: Path) -> None:
-    ta, tb = tensors(a), tensors(b)
-    assert ta.keys() == tb.keys()
-    for key in ta:
-        assert torch.equal(ta[key], tb[key]), key
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -70,7 +48,7 @@ def uninterrupted(tmp_path_factory, photos):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        trainer = train_here(tiny_spec(photos, STEPS, log_every=1, checkpoint_every=1000, sample_every=1000),
+        trainer = train(tiny_spec(photos, STEPS, log_every=1, checkpoint_every=1000, sample_every=1000),
                              tmp_path_factory.mktemp("uninterrupted") / "run")
     finally:
         torch.set_num_threads(before)
@@ -211,7 +189,7 @@ def test_non_finite_weights_before_any_checkpoint(tmp_path):
 
 def test_resume_falls_back_past_damaged_checkpoints_and_says_so(tmp_path, photos, one_thread):
     run = tmp_path / "run"
-    train_here(tiny_spec(photos, 4, checkpoint_every=1, sample_every=1000), run)
+    train(tiny_spec(photos, 4, checkpoint_every=1, sample_every=1000), run)
     ckpts = run / "checkpoints"
     assert [p.name for p in list_checkpoints(ckpts)] == [f"step-{s:06d}.safetensors" for s in (2, 3, 4)]
     # a crash in the middle of writing step 4's weights (what atomic writes prevent, done by hand), a torn
@@ -233,7 +211,7 @@ def test_resume_falls_back_past_damaged_checkpoints_and_says_so(tmp_path, photos
     assert [p.name for p in list_checkpoints(ckpts)] == [f"step-{s:06d}.safetensors" for s in (3, 4, 5)]
     assert not leftover.exists() and not list(ckpts.glob("*.tmp"))
     # nothing lost: the damaged steps were trained again, and the run ends as one that was never damaged
-    straight = train_here(tiny_spec(photos, 5, checkpoint_every=1, sample_every=1000), tmp_path / "straight")
+    straight = train(tiny_spec(photos, 5, checkpoint_every=1, sample_every=1000), tmp_path / "straight")
     for step in (4, 5):
         assert_same_tensors(ckpts / f"step-{step:06d}.safetensors",
                             straight.paths.checkpoints / f"step-{step:06d}.safetensors")
@@ -241,7 +219,7 @@ def test_resume_falls_back_past_damaged_checkpoints_and_says_so(tmp_path, photos
 
 def test_every_checkpoint_damaged_or_unsafe_is_one_line_and_runs_nothing(tmp_path, photos, one_thread):
     run = tmp_path / "run"
-    train_here(tiny_spec(photos, 2, checkpoint_every=1, sample_every=1000), run)
+    train(tiny_spec(photos, 2, checkpoint_every=1, sample_every=1000), run)
     ckpts = run / "checkpoints"
     marker = tmp_path / "PWNED"
 
@@ -263,7 +241,7 @@ def test_every_checkpoint_damaged_or_unsafe_is_one_line_and_runs_nothing(tmp_pat
 
 def test_a_failed_checkpoint_write_is_one_line_and_leaves_no_temporary_file(tmp_path, photos, one_thread):
     run = tmp_path / "run"
-    train_here(tiny_spec(photos, 1, sample_every=1000), run)
+    train(tiny_spec(photos, 1, sample_every=1000), run)
     ckpts = run / "checkpoints"
     before = digest(ckpts)
     (ckpts / "step-000002.safetensors").mkdir()  # the rename into place fails, as on a broken file system
@@ -292,7 +270,8 @@ def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path):
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would make it, not mkstemp's 0600
 
 
-def test_out_folder_that_is_a_file_is_one_line(tmp_path, photos):
+def test_out_folder_that_is_a_file_is_one_line(tmp_path, photos, capsys):
     (tmp_path / "taken").write_text("a file where the run folder should go")
-    proc = run_zoo(*tiny_args(photos, tmp_path / "taken", 1), env=FAST)
+    proc = zoo_here(capsys, *tiny_args(photos, tmp_path / "taken", 1))  # fails before training: in this process
     expect_error(proc, 2, str(tmp_path / "taken"))
+    assert (tmp_path / "taken").read_text() == "a file where the run folder should go"  # left as it was

@@ -1,21 +1,29 @@
 """The training engine and `zoo train`, end to end on real photos."""
 import json
+from pathlib import Path
 
-import pytest
 import torch
 
 from zoo.checkpoint import latest_checkpoint, list_checkpoints, load_state
 from zoo.engine import Trainer
-from zoo.spec import build_spec
 
-from conftest import TINY, TINY_SET, run_zoo
+from zoo.cli import main
+
+from conftest import FAST, TINY, error_lines, run_zoo, tiny_spec, train
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags the kernel reports (empty where there is no /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
-def tiny_spec(steps, **flags):
-    spec, _ = build_spec(None, None, {"data.image_size": 32, "data.batch_size": 4, "steps": steps,
-                                      "checkpoint_every": 2, "sample_every": 3, "log_every": 1, **flags}, TINY_SET)
-    return spec
+
+def spec(steps, **flags):
+    """The TINY spec on the embedded photos, logging every step."""
+    return tiny_spec(steps=steps, **{"checkpoint_every": 2, "sample_every": 3, "log_every": 1, **flags})
 
 
 def final_weights(run_dir):
@@ -28,6 +36,13 @@ def test_train_cli_end_to_end(tmp_path):
     proc = run_zoo("train", "--gen", "unet", "--disc", "patch", "--steps", "4", "--out", str(out),
                    "--set", "sample_every=2", "--set", "log_every=1", *TINY, check_rc=0)
     assert "using preset 'cpu'" in proc.stderr
+    # precision auto (the default) on a CPU: bf16 where it has native bf16 maths (avx512_bf16 or AMX), else fp32
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("zoo: precision ")]
+    if cpu_flags():
+        used = "bf16" if {"avx512_bf16", "amx_bf16"} & cpu_flags() else "fp32"
+        layout = "channels_last" if used == "bf16" else "NCHW"
+        assert line.startswith(f"zoo: precision {used} (auto: ") and line.endswith(f"; {layout} layout"), line
+        assert latest_checkpoint(out, with_state=True)[1]["precision"] == used
     assert proc.stdout.strip() == str(out)
     spec = json.loads((out / "spec.json").read_text())
     assert spec["generator"]["options"]["dropout"] == 0.5 and spec["steps"] == 4  # resolved: defaults filled
@@ -41,78 +56,67 @@ def test_train_cli_end_to_end(tmp_path):
     assert samples == ["step-000002.png", "step-000004.png"]
     from PIL import Image
     grid = Image.open(out / "samples" / "step-000004.png")
-    assert grid.width > grid.height  # 3 columns (gray | prediction | truth) of 2 validation rows
-    ckpts = list_checkpoints(out / "checkpoints")
-    assert ckpts and ckpts[-1].name == "step-000004.safetensors"
+    # 3 columns (gray | prediction | truth) x 2 validation rows (num_samples=2) of 32 px cells shown at 128 px,
+    # 2 px apart, under a 14 px title row
+    assert grid.size == (3 * (128 + 2) + 2, 14 + 2 * (128 + 2) + 2)
+    # checkpoint_every is 500: only the end of the run is saved
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-000004.safetensors"]
     ckpt = final_weights(out)
     assert json.loads(ckpt.spec_json) == spec  # a checkpoint alone rebuilds the run
 
 
 def test_samples_come_from_validation_images(tmp_path):
-    trainer = Trainer.create(tiny_spec(1), run_dir=tmp_path / "r", progress=False)
-    val_names = set(trainer.data.val.names)
-    assert val_names and not val_names & set(trainer.data.train.names)
+    trainer = Trainer.create(spec(1), run_dir=tmp_path / "r", progress=False)
+    val_names, train_names = set(trainer.data.val.names), set(trainer.data.train.names)
+    # the embedded photos: 7 for training, 2 held out, and the sample grid shows the held-out ones
+    assert val_names == {"skimage:coffee", "matplotlib:grace_hopper.jpg"} and len(train_names) == 7
+    assert not val_names & train_names
 
 
-def _train(spec, run_dir):
-    t = Trainer.create(spec, run_dir=run_dir, progress=False, log=lambda m: None)
-    t.fit()
-    return t
-
-
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    straight = _train(tiny_spec(6), tmp_path / "straight")
-    _train(tiny_spec(3), tmp_path / "resumed")  # stops after step 3 with a checkpoint
-    resumed = Trainer.resume(tmp_path / "resumed", steps=6, progress=False, log=lambda m: None)
-    assert resumed.step == 3
-    resumed.fit()
-    for a, b in ((straight.models.generator, resumed.models.generator),
-                 (straight.models.discriminator, resumed.models.discriminator)):
-        sa, sb = a.state_dict(), b.state_dict()
-        assert sa.keys() == sb.keys()
-        for k in sa:
-            assert torch.equal(sa[k], sb[k]), k
-    # and the run really changed the weights (the comparison above is not trivially true)
-    fresh = Trainer.create(tiny_spec(6), run_dir=tmp_path / "fresh", progress=False, log=lambda m: None)
-    assert not torch.equal(next(iter(fresh.models.generator.state_dict().values())),
-                           next(iter(straight.models.generator.state_dict().values())))
+# Exact resume (fp32, bf16, fp16): tests/test_precision.py.
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path):
-    a = _train(tiny_spec(2), tmp_path / "a").models.generator.state_dict()
-    b = _train(tiny_spec(2), tmp_path / "b").models.generator.state_dict()
-    c = _train(tiny_spec(2, seed=1), tmp_path / "c").models.generator.state_dict()
+    a = train(spec(2), tmp_path / "a").models.generator.state_dict()
+    b = train(spec(2), tmp_path / "b").models.generator.state_dict()
+    c = train(spec(2, seed=1), tmp_path / "c").models.generator.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_checkpoint_contains_training_state(tmp_path):
-    _train(tiny_spec(2), tmp_path / "r")
+    train(spec(2, **{"gen_optim.lr": 3e-4, "disc_optim.lr": 1e-4}), tmp_path / "r")
     ckpt, state, notes = latest_checkpoint(tmp_path / "r", with_state=True)
-    assert ckpt.step == 2 and state["step"] == 2 and not notes
+    assert ckpt.step == 2 and state["step"] == 2 and notes == []
     assert set(state) >= {"gen_optim", "disc_optim", "rng"}
-    assert load_state(ckpt.state_path)["gen_optim"]["param_groups"][0]["lr"] == 2e-4
+    saved = load_state(ckpt.state_path)
+    # the optimizers' own state: the run's learning rates, and Adam's step count after 2 steps
+    assert saved["gen_optim"]["param_groups"][0]["lr"] == 3e-4 and saved["disc_optim"]["param_groups"][0]["lr"] == 1e-4
+    assert {float(s["step"]) for s in saved["gen_optim"]["state"].values()} == {2.0}
 
 
-def test_resume_cli_continues_and_refuses_spec_changes(tmp_path):
+def test_a_run_is_not_overwritten_and_resume_continues_it_unchanged(tmp_path, capsys):
     out = tmp_path / "run"
-    run_zoo("train", "--steps", "2", "--out", str(out), *TINY, check_rc=0)
-    bad = run_zoo("train", "--resume", str(out), "--gen", "unet")
-    assert bad.returncode == 2 and "--resume continues a run" in bad.stderr
-    run_zoo("train", "--resume", str(out), "--steps", "3", "--no-progress", check_rc=0)
-    assert list_checkpoints(out / "checkpoints")[-1].name == "step-000003.safetensors"
-
-
-def test_refuses_to_overwrite_a_run(tmp_path):
-    out = tmp_path / "run"
-    run_zoo("train", "--steps", "1", "--out", str(out), *TINY, check_rc=0)
-    proc = run_zoo("train", "--steps", "1", "--out", str(out), *TINY)
-    assert proc.returncode == 2 and "--resume" in proc.stderr
+    train(spec(2), out)
+    before = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
+    # the same --out again: refused, pointing at --resume (in-process: no training starts, nothing is written)
+    assert main(["train", "--steps", "1", "--out", str(out), *TINY]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"already has checkpoints: continue it with --resume {out}" in line
+    # --resume continues the run's own spec: changing it is refused
+    assert main(["train", "--resume", str(out), "--gen", "unet"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "--resume continues a run" in line
+    assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
+    run_zoo("train", "--resume", str(out), "--steps", "3", "--no-progress", env=FAST, check_rc=0)
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == [
+        "step-000002.safetensors", "step-000003.safetensors"]
+    assert [json.loads(line)["step"] for line in (out / "losses.jsonl").read_text().splitlines()
+            if "d_real" in line] == [1, 2, 3]
 
 
 def test_pretraining_stage_then_gan(tmp_path):
-    spec = tiny_spec(2, **{"pretrain.steps": 2})
-    t = _train(spec, tmp_path / "p")
+    t = train(spec(2, **{"pretrain.steps": 2}), tmp_path / "p")
     rows = [json.loads(line) for line in (tmp_path / "p" / "losses.jsonl").read_text().splitlines()]
     stages = [r["stage"] for r in rows if "stage" in r]
     assert stages == ["pretrain", "pretrain", "gan", "gan"]
