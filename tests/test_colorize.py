@@ -130,7 +130,7 @@ def test_never_overwrites_an_input(run_dir, tmp_path, capsys):
 
 
 def test_output_names_mirror_inputs(tmp_path):
-    from zoo.cli.colorize import plan
+    from zoo.batch import plan
 
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
