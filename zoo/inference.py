@@ -174,7 +174,7 @@ class Predictor:
                 idx = [int(i) for i in bad.nonzero().flatten()]
                 raise NonFiniteOutput(
                     f"{self.where()} produced NaN/inf colours for {len(idx)} of {n} image(s) in {self.precision}: "
-                    f"nothing is written for them; its weights may be damaged, or try --precision fp32", idx, ab)
+                    f"its weights may be damaged, or try --precision fp32", idx, ab)
         return ab
 
     def runs_at(self, size: int) -> bool:
