@@ -197,6 +197,7 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
         say(f"zoo: skipped {shown(name)}: {reason}")
         result.failed.append((Path(name), reason))
     pil_format, save_options, suffix = FORMATS[format]
+    nan_hint = " try --precision fp32" if colorizer.precision != "fp32" else ""
 
     def fail(job: Job, reason: str, writing: bool = False) -> None:
         say(f"zoo: could not write {shown(job.target)}: {reason}" if writing else
@@ -240,8 +241,8 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
                     ab, bad = exc.ab, set(exc.bad)
                 for i, (job, rgb) in enumerate(ready):
                     if i in bad:
-                        fail(job, f"the model produced NaN/inf colours for it in {colorizer.precision} (damaged "
-                                  f"weights? try --precision fp32): not written")
+                        fail(job, f"the model produced NaN/inf colours for it in {colorizer.precision}: not "
+                                  f"written (damaged weights?{nan_hint})")
                         continue
                     try:
                         save_image(combine(rgb, ab[i]), job.target, pil_format, **save_options)

@@ -96,8 +96,9 @@ class Predictor:
     """A generator ready for inference: ``Predictor.load(run_or_checkpoint).predict_ab(L)``.
 
     ``generator`` is moved to the runtime's device and layout in place (optimizers keep its parameters; with
-    ``prepare=False`` it is left as it is), so a trainer may wrap its own generator; a generator in training mode is switched to eval mode for each call and
-    back. ``name`` and ``source`` (the checkpoint) appear in messages; ``spec`` is the spec it was built from.
+    ``prepare=False`` it is left as it is), so a trainer may wrap its own generator; a generator in training
+    mode is switched to eval mode for each call and back. ``name`` and ``source`` (the checkpoint) appear in
+    messages; ``spec`` is the spec it was built from.
     """
 
     def __init__(self, generator: nn.Module, runtime: Runtime, name: str = "generator", source: str | None = None,
@@ -172,9 +173,9 @@ class Predictor:
             bad = (~torch.isfinite(ab)).flatten(1).any(1)
             if bool(bad.any()):
                 idx = [int(i) for i in bad.nonzero().flatten()]
-                raise NonFiniteOutput(
-                    f"{self.where()} produced NaN/inf colours for {len(idx)} of {n} image(s) in {self.precision}: "
-                    f"its weights may be damaged, or try --precision fp32", idx, ab)
+                hint = "its weights may be damaged" + (", or try --precision fp32" if self.precision != "fp32" else "")
+                raise NonFiniteOutput(f"{self.where()} produced NaN/inf colours for {len(idx)} of {n} image(s) in "
+                                      f"{self.precision}: {hint}", idx, ab)
         return ab
 
     def runs_at(self, size: int) -> bool:
