@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+
+import zoo.errors
 from PIL import Image, ImageOps
 from skimage.color import rgb2lab
 
@@ -121,7 +123,7 @@ def test_never_overwrites_an_input(run_dir, tmp_path, capsys):
 
 
 def test_output_names_mirror_inputs(tmp_path):
-    from zoo.cli.colorize import plan
+    from zoo.batch import plan
 
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
@@ -370,3 +372,15 @@ def test_size_must_suit_the_generator(run_dir):
         Colorizer.from_checkpoint(run_dir, device="cpu", size=36)
     bigger = Colorizer.from_checkpoint(run_dir, device="cpu", size=48)
     assert bigger.size == 48 and bigger.colorize(camera()).size == (123, 77)
+
+
+def test_precision_defaults_to_the_training_one_and_can_be_forced(run_dir, colorizer):
+    from zoo.inference import inference_runtime
+
+    assert colorizer.precision == inference_runtime("cpu", "auto").precision  # the run trained with "auto"
+    full = Colorizer.from_checkpoint(run_dir, device="cpu", precision="fp32")
+    assert full.precision == "fp32" and "fp32" in repr(full)
+    a, b = np.asarray(full.colorize(camera())).astype(int), np.asarray(colorizer.colorize(camera())).astype(int)
+    assert np.abs(a - b).max() <= 8 and np.abs(a - b).mean() < 0.5  # bf16 (where it runs natively): close
+    with pytest.raises(zoo.errors.SpecError, match="precision 'fp8'"):
+        Colorizer.from_checkpoint(run_dir, device="cpu", precision="fp8")

@@ -81,3 +81,67 @@ def test_eval_refuses_a_source_with_no_images(tiny_run, tmp_path):
     empty.mkdir()
     line = expect_error(run_zoo("eval", str(tiny_run), "--data", str(empty)), 2)
     assert "no images" in line and str(empty) in line
+
+
+# ---- eval scores what colorize writes, in the training precision -------------------------------------
+
+HIGH_LR = ["gen_optim.lr=0.01", "pixel_weight=0"]  # a few steps already give strong colours
+
+
+@pytest.fixture(scope="module")
+def colourful_run(tmp_path_factory):
+    from conftest import train_tiny
+
+    return train_tiny(tmp_path_factory.mktemp("colourful") / "run", steps=4, extra_set=HIGH_LR)
+
+
+def test_eval_predictions_are_exactly_what_colorize_writes(colourful_run, tmp_path):
+    """Each photo at the eval size, colorized by the real `zoo colorize`, equals eval's prediction pixel for pixel
+    (the out-of-gamut handling included: the model's colours are strong enough to need it)."""
+    import torch
+    from zoo.evaluate import evaluate_paths
+    from zoo.lab import denormalize_lab, fit_gamut, lab_to_rgb, uint8_to_model_input
+
+    images = load_images("embedded", "all", 32)
+    evaluation = evaluate_paths([str(colourful_run)], split="all", device="cpu", previews=len(images.names),
+                                log=lambda m: None)
+    predicted = evaluation.previews["run"]
+    photos = []
+    for i, image in enumerate(images.images):  # the eval's own resized ground truth, as files
+        photos.append(tmp_path / f"{i}.png")
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(photos[-1])
+    out = tmp_path / "out"
+    run_zoo("colorize", *map(str, photos), "--model", str(colourful_run), "--out", str(out), "--batch-size", "3",
+            "--device", "cpu", "--no-progress", check_rc=0)
+    written = np.stack([np.asarray(Image.open(out / p.name)) for p in photos])
+    assert written.shape == predicted.shape == (len(photos), 32, 32, 3)
+    assert np.array_equal(written, predicted)
+    # the gamut rule mattered: clipping per channel would have given other pixels
+    from zoo.inference import Predictor
+
+    L, _ = uint8_to_model_input(images.images)
+    lab = denormalize_lab(L, Predictor.load(colourful_run, device="cpu").predict_ab(L))
+    assert not torch.equal(lab_to_rgb(lab), fit_gamut(lab))
+
+
+def test_eval_runs_in_the_training_precision_and_fp32_on_request(colourful_run):
+    import torch
+    from zoo.inference import Predictor, inference_runtime
+
+    default = json.loads(run_zoo("eval", str(colourful_run), "--json", "--device", "cpu", check_rc=0).stdout)
+    fp32 = json.loads(run_zoo("eval", str(colourful_run), "--json", "--device", "cpu", "--precision", "fp32",
+                              check_rc=0).stdout)
+    assert default["model_info"]["run"]["precision"] == inference_runtime("cpu", "auto").precision
+    assert fp32["model_info"]["run"]["precision"] == "fp32"
+    for key, tolerance in (("ab_l1", 0.002), ("psnr", 0.1), ("deltae00", 0.1)):  # bf16 here: a small difference
+        assert default["models"]["run"][key] == pytest.approx(fp32["models"]["run"][key], abs=tolerance), key
+    # bf16 against fp32 on the same inputs (forced: it runs on any CPU): ab within 0.02 (about 2 Lab units)
+    images = load_images("embedded", "all", 32)
+    from zoo.lab import uint8_to_model_input
+
+    L, _ = uint8_to_model_input(images.images)
+    ab32 = Predictor.load(colourful_run, device="cpu", precision="fp32").predict_ab(L)
+    ab16 = Predictor.load(colourful_run, device="cpu", precision="bf16").predict_ab(L)
+    assert ab32.abs().max() > 0.1  # coloured (over 11 Lab units somewhere): the comparison means something
+    assert 0 < (ab32 - ab16).abs().max() < 0.02
+    assert torch.equal(ab32, Predictor.load(colourful_run, device="cpu", precision="fp32").predict_ab(L))

@@ -104,3 +104,43 @@ def test_uint8_model_input_and_output_roundtrip():
 def test_integer_input_is_refused():
     with pytest.raises(TypeError, match="uint8_to_model_input"):
         rgb_to_lab(torch.zeros(3, 4, 4, dtype=torch.uint8))
+
+
+def test_one_rounding_rule_half_up_and_clamped():
+    from zoo.lab import to_uint8
+
+    values = torch.tensor([-0.5, 0.0, 0.5 / 255, 1.5 / 255, 2.4999 / 255, 254.5 / 255, 1.0, 3.0])
+    assert to_uint8(values).tolist() == [0, 0, 1, 2, 2, 255, 255, 255]
+    assert to_uint8(values).dtype == torch.uint8
+
+
+def test_fit_gamut_is_lab_to_rgb_in_gamut_and_keeps_lightness_outside():
+    from zoo.lab import fit_gamut, lab_to_uint8
+
+    photo = rgb_to_lab(chw((skimage.data.astronaut()[:32, :32] / 255.0).astype(np.float32)))
+    assert torch.equal(fit_gamut(photo), lab_to_rgb(photo))  # a real photo's colours all fit: nothing changes
+    rng = np.random.default_rng(2)
+    wild = torch.from_numpy(np.stack([rng.uniform(5, 95, (2, 16, 16)), rng.uniform(-120, 120, (2, 16, 16)),
+                                      rng.uniform(-120, 120, (2, 16, 16))], axis=1).astype(np.float32))
+    fitted = fit_gamut(wild)
+    assert fitted.shape == wild.shape and fitted.min() >= 0 and fitted.max() <= 1
+    back = rgb_to_lab(fitted)
+    assert (back[:, 0] - wild[:, 0]).abs().max() < 0.1  # L kept exactly (clipping moves it by up to ~30)
+    assert (rgb_to_lab(lab_to_rgb(wild))[:, 0] - wild[:, 0]).abs().max() > 5
+    chroma_in, chroma_out = wild[:, 1:].norm(dim=1), back[:, 1:].norm(dim=1)
+    assert (chroma_out <= chroma_in + 0.1).all()  # chroma only shrinks
+    assert torch.equal(lab_to_uint8(wild[0]), lab_to_uint8(wild)[0])  # batched or not, the same pixels
+
+
+def test_sample_grids_use_the_same_rounding(tmp_path):
+    from PIL import Image
+
+    from zoo.lab import to_uint8
+    from zoo.visual import save_grid
+
+    cells = torch.rand(1, 2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    path = save_grid(cells, tmp_path / "grid.png", min_cell=8, pad=0)
+    sheet = np.asarray(Image.open(path))
+    assert np.array_equal(sheet[:, :8], to_uint8(cells[0, 0]).permute(1, 2, 0).numpy())
+    save_grid(to_uint8(cells), tmp_path / "grid8.png", min_cell=8, pad=0)  # uint8 cells: the same sheet
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "grid8.png")), sheet)

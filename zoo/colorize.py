@@ -1,13 +1,15 @@
 """Colorize photos with a trained generator, keeping each photo's own size and sharpness.
 
 The generator runs at its training resolution (``spec.data.image_size``, or ``size``): the photo is resized
-to size x size (PIL bicubic, as the training images were) and its L channel goes through the generator. The
-predicted ab is upsampled bilinearly to the photo's size and combined with the photo's own full-resolution L,
-so fine detail and lightness are the input's; only the colour comes from the model.
+to size x size (PIL bicubic, as the training images were) and its L channel goes through the generator
+(:class:`zoo.inference.Predictor`: by default in the precision it was trained in). The predicted ab is
+upsampled bilinearly to the photo's size and combined with the photo's own full-resolution L, so fine detail
+and lightness are the input's; only the colour comes from the model.
 
 Colours that the combination would push outside sRGB lose chroma (hue and L kept) until they fit, instead
-of being clipped per channel, which would change their lightness. A colour photo is treated as the gray
-photo with its lightness: its own colours are discarded.
+of being clipped per channel, which would change their lightness (:func:`zoo.lab.lab_to_uint8`, which ``zoo
+eval`` and the sample grids use too). A colour photo is treated as the gray photo with its lightness: its own
+colours are discarded. Files and folders are colorized by :func:`zoo.batch.colorize_paths` (``zoo colorize``).
 
     from zoo import Colorizer
     colorizer = Colorizer.from_checkpoint("runs/unet-patch-20261128-120000", device="auto")
@@ -24,21 +26,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
-from zoo.errors import ZooError
-from zoo.lab import AB_SCALE, lab_to_rgb, rgb_to_lab, uint8_to_model_input
+from zoo.inference import NonFiniteOutput, Predictor, SizeError, check_size
+from zoo.lab import AB_SCALE, lab_to_uint8, rgb_to_lab, uint8_to_model_input
 
 #: the full-resolution combination runs in strips of about this many pixels (bounded memory for any size)
 STRIP_PIXELS = 1 << 20
 #: a photo whose R, G and B differ by more than this (out of 255) somewhere is a colour photo
 COLOUR_TOLERANCE = 2
-#: Lab round-trip error above which a colour counts as outside sRGB (float32 noise is about 1e-3)
-_GAMUT_TOLERANCE = 0.05
-_GAMUT_STEPS = 7  # bisection steps on the chroma scale: within 1/128 of the largest chroma that fits
-_PROBE_LIMIT = 4096
-
-
-class SizeError(ZooError):
-    """The generator cannot run at the requested resolution."""
 
 
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -75,54 +69,6 @@ def is_colour(rgb: np.ndarray) -> bool:
     return bool(spread.max() > COLOUR_TOLERANCE)
 
 
-def runs_at(generator: nn.Module, size: int, device: torch.device | str = "cpu") -> bool:
-    """Whether the generator maps a (1, 1, size, size) L to a (1, 2, size, size) ab."""
-    try:
-        with torch.inference_mode():
-            out = generator(torch.zeros(1, 1, size, size, device=device))
-    except Exception:  # a shape mismatch inside the net is how a size that does not fit shows up
-        return False
-    return isinstance(out, torch.Tensor) and tuple(out.shape) == (1, 2, size, size)
-
-
-def size_multiple(generator: nn.Module, device: torch.device | str = "cpu") -> int | None:
-    """The power of two that H and W must be multiples of for this generator, found by running it.
-
-    First the smallest power-of-two side it accepts (2**n_down for the U-Net), then the smallest power-of-two
-    step above that which it also accepts. None if it accepts no power-of-two side up to 4096.
-    """
-    base = 1
-    while base <= _PROBE_LIMIT and not runs_at(generator, base, device):
-        base *= 2
-    if base > _PROBE_LIMIT:
-        return None
-    step = 1
-    while step < base and not runs_at(generator, base + step, device):
-        step *= 2
-    return step
-
-
-def _fit_gamut(lab: torch.Tensor) -> torch.Tensor:
-    """Lab (3, N, M) -> sRGB (3, N, M) in [0, 1]; out-of-gamut colours are desaturated, keeping L and hue."""
-
-    def round_trips(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rgb = lab_to_rgb(x)
-        return rgb, (rgb_to_lab(rgb) - x).abs().amax(0) <= _GAMUT_TOLERANCE
-
-    rgb, ok = round_trips(lab)
-    if bool(ok.all()):
-        return rgb
-    bad = lab[:, ~ok].unsqueeze(-1)  # (3, n, 1)
-    lo = torch.zeros_like(bad[:1])  # chroma scale known to fit: 0 (a gray of that L always does)
-    hi = torch.ones_like(lo)
-    for _ in range(_GAMUT_STEPS):
-        mid = (lo + hi) / 2
-        _, fits = round_trips(torch.cat([bad[:1], bad[1:] * mid]))
-        lo, hi = torch.where(fits, mid, lo), torch.where(fits, hi, mid)
-    rgb[:, ~ok] = lab_to_rgb(torch.cat([bad[:1], bad[1:] * lo])).squeeze(-1)
-    return rgb
-
-
 def save_image(image: Image.Image, path: str | Path, format: str = "PNG", **options) -> None:
     """Write an image atomically: never a half-written file under its final name."""
     from zoo.fileio import atomic_write
@@ -130,68 +76,100 @@ def save_image(image: Image.Image, path: str | Path, format: str = "PNG", **opti
     atomic_write(Path(path), lambda tmp: image.save(tmp, format=format, **options))
 
 
-def combine(rgb: np.ndarray, ab: torch.Tensor) -> Image.Image:
-    """The photo's own L (uint8 (H, W, 3) RGB) + the predicted ab (2, h, w), upsampled -> RGB PIL image (H, W)."""
+def compose(rgb: np.ndarray, ab: torch.Tensor) -> np.ndarray:
+    """The photo's own L (uint8 (H, W, 3) RGB) + the predicted ab (2, h, w), upsampled -> uint8 (H, W, 3) RGB.
+
+    What ``zoo colorize`` writes and ``zoo eval`` scores. At the photo's own size (h, w = H, W) ab is used as it
+    is; otherwise it is upsampled bilinearly (pixel centres, as ``F.interpolate(..., "bilinear")``).
+    """
     height, width = rgb.shape[:2]
     device = ab.device
     ab = ab.float()[None]
+    same_size = tuple(ab.shape[-2:]) == (height, width)
     out = np.empty_like(rgb)
     rows = max(1, STRIP_PIXELS // width)
-    # grid_sample with align_corners=False samples pixel centres exactly as F.interpolate(..., "bilinear") does.
     xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * 2 - 1
     for top in range(0, height, rows):
         bottom = min(height, top + rows)
         strip = torch.tensor(rgb[top:bottom], device=device).permute(2, 0, 1).float() / 255.0
         L = rgb_to_lab(strip)[:1]  # (1, h, W), L* in [0, 100]
-        ys = (torch.arange(top, bottom, device=device, dtype=torch.float32) + 0.5) / height * 2 - 1
-        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]  # (1, h, W, (x, y))
-        ab_strip = F.grid_sample(ab, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-        colour = _fit_gamut(torch.cat([L, ab_strip * AB_SCALE]))
-        out[top:bottom] = (colour * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(out)
+        if same_size:
+            ab_strip = ab[0, :, top:bottom]
+        else:
+            ys = (torch.arange(top, bottom, device=device, dtype=torch.float32) + 0.5) / height * 2 - 1
+            grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]  # (1, h, W, (x, y))
+            ab_strip = F.grid_sample(ab, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+        out[top:bottom] = lab_to_uint8(torch.cat([L, ab_strip * AB_SCALE])).permute(1, 2, 0).cpu().numpy()
+    return out
+
+
+def combine(rgb: np.ndarray, ab: torch.Tensor) -> Image.Image:
+    """:func:`compose` as an RGB PIL image."""
+    return Image.fromarray(compose(rgb, ab))
 
 
 class Colorizer:
-    """A trained generator ready to colorize photos of any size: ``Colorizer.from_checkpoint(path)``."""
+    """A trained generator ready to colorize photos of any size: ``Colorizer.from_checkpoint(path)``.
 
-    def __init__(self, generator: nn.Module, size: int, device: torch.device, name: str = "generator",
-                 source: str | None = None):
-        self.generator = generator.to(device).eval()
+    ``Colorizer(predictor, size)``: a :class:`zoo.inference.Predictor` and the side it runs at (default: its
+    training size), checked by :func:`zoo.inference.check_size`.
+    """
+
+    def __init__(self, predictor: Predictor, size: int | None = None):
+        if size is None:
+            if predictor.spec is None:
+                raise SizeError("a Colorizer of a generator without a spec needs a size")
+            size = predictor.spec.data.image_size
+        check_size(predictor, size)
+        self.predictor = predictor
         self.size = size
-        self.device = device
-        self.name = name
-        self.source = source
-        if not runs_at(self.generator, size, device):
-            multiple = size_multiple(self.generator, device)
-            hint = f"use a multiple of {multiple}, e.g. {max(multiple, round(size / multiple) * multiple)}" \
-                if multiple else "use the size it was trained at"
-            raise SizeError(f"generator {name!r} cannot run at {size} px: {hint}")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
-                        size: int | None = None) -> "Colorizer":
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", size: int | None = None,
+                        precision: str | None = None) -> "Colorizer":
         """Load a run folder (its newest good checkpoint) or a ``step-*.safetensors`` file.
 
         ``device``: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...; ``size``: the resolution the
-        generator runs at (default: the one it was trained at).
+        generator runs at (default: the one it was trained at); ``precision``: None (the training precision, as
+        this device runs it), "auto", "fp32", "bf16" or "fp16".
         """
-        from zoo.loading import load_trained
-
         if size is not None and size < 1:
             raise SizeError(f"size must be a positive number of pixels, got {size}")
-        model = load_trained(path, device=device)
-        return cls(model.generator, size or model.image_size, model.device, model.name, str(model.checkpoint.path))
+        return cls(Predictor.load(path, device=device, precision=precision), size)
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.predictor.generator
+
+    @property
+    def device(self) -> torch.device:
+        return self.predictor.device
+
+    @property
+    def precision(self) -> str:
+        return self.predictor.precision
+
+    @property
+    def name(self) -> str:
+        return self.predictor.name
+
+    @property
+    def source(self) -> str | None:
+        return self.predictor.source
 
     def __repr__(self) -> str:
-        return f"Colorizer({self.name!r}, size={self.size}, device={str(self.device)!r}, source={self.source!r})"
+        return (f"Colorizer({self.name!r}, size={self.size}, device={str(self.device)!r}, "
+                f"precision={self.precision!r}, source={self.source!r})")
 
-    @torch.inference_mode()
     def predict_ab(self, rgbs: Sequence[np.ndarray]) -> torch.Tensor:
-        """uint8 (H, W, 3) photos -> the generator's ab (B, 2, size, size) in [-1, 1], on the device."""
+        """uint8 (H, W, 3) photos -> the generator's ab (B, 2, size, size) in [-1, 1], float32 on the device.
+
+        NaN/inf raise :class:`zoo.inference.NonFiniteOutput` (its ``bad`` says which photos, ``ab`` has the rest).
+        """
         side = (self.size, self.size)
         small = np.stack([np.asarray(Image.fromarray(rgb).resize(side, Image.BICUBIC)) for rgb in rgbs])
         L, _ = uint8_to_model_input(torch.from_numpy(small).to(self.device).permute(0, 3, 1, 2))
-        return self.generator(L).float()
+        return self.predictor.predict_ab(L)
 
     def colorize(self, image: Image.Image | np.ndarray) -> Image.Image:
         """One photo (PIL image, or (H, W) / (H, W, 3) uint8 or [0, 1] float array) -> RGB PIL image, same size."""
@@ -209,3 +187,7 @@ class Colorizer:
                 for rgb, ab in zip(chunk, self.predict_ab(chunk)):
                     out.append(combine(rgb, ab))
         return out
+
+
+__all__ = ["Colorizer", "NonFiniteOutput", "SizeError", "combine", "compose", "is_colour", "save_image",
+           "to_rgb_array"]

@@ -6,11 +6,13 @@ The protocol is part of every result (``Evaluation.protocol``, printed by ``zoo 
    ``image_size`` with PIL bicubic (``zoo.data.decode_items``: no crop, no flip, aspect ratio not kept),
    exactly as training resizes its validation images.
 2. The ground truth is that resized uint8 RGB image, round-tripped through nothing else.
-3. The model sees its L (``zoo.lab``, which matches ``skimage.color.rgb2lab``), scaled ``L/50 - 1``; it runs in
-   eval mode, in float32, without test-time augmentation.
-4. The prediction is Lab (the input's L, the predicted ab x 110) converted to sRGB clipped to [0, 1] (as
-   ``skimage.color.lab2rgb``) and rounded to uint8. ab L1/L2 use the generator's raw ab output; every other
-   metric uses the uint8 RGB prediction.
+3. The model sees its L (``zoo.lab``, which matches ``skimage.color.rgb2lab``), scaled ``L/50 - 1``; it runs
+   through :class:`zoo.inference.Predictor`: eval mode, in the precision it was trained in as this device runs it
+   (or ``--precision``; the one used is in each model's info), without test-time augmentation.
+4. The prediction is exactly what ``zoo colorize`` writes for the resized image (:func:`zoo.colorize.compose`):
+   Lab (the input's L, the predicted ab x 110) to sRGB, colours outside sRGB desaturated keeping L and hue
+   (:func:`zoo.lab.fit_gamut`), rounded to uint8 half up (:func:`zoo.lab.to_uint8`). ab L1/L2 use the
+   generator's raw ab output; every other metric uses the uint8 RGB prediction.
 5. The gray baseline (ab = 0: the input's L alone) is scored the same way, in every table.
 6. A mean is the arithmetic mean over images of per-image values; PSNR is capped per image at
    ``zoo.metrics.PSNR_MAX_DB`` so a photo that is already gray (gray baseline PSNR infinite) keeps the mean finite.
@@ -54,13 +56,18 @@ def gray_baseline() -> Candidate:
                      {"description": "ab = 0: the gray input's L alone"})
 
 
-def candidate_from_trained(model, name: str) -> Candidate:
-    """A :class:`zoo.loading.TrainedModel` as a Candidate (its generator is in eval mode)."""
+def candidate_from_trained(model, name: str, precision: str | None = None) -> Candidate:
+    """A :class:`zoo.loading.TrainedModel` as a Candidate, run by a :class:`zoo.inference.Predictor`
+    (``precision``: None for the training precision as this device runs it, or fp32, bf16, fp16, auto)."""
+    from zoo.inference import Predictor
+
+    predictor = Predictor.from_trained(model, precision)
     spec, ckpt = model.spec, model.checkpoint
     info = {"checkpoint": str(ckpt.path), "step": ckpt.step, "generator": spec.generator.name,
             "generator_options": spec.generator.options, "discriminator": spec.discriminator.name,
-            "trained_image_size": spec.data.image_size, "trained_on": spec.data.source}
-    return Candidate(name, model.generator, info)
+            "trained_image_size": spec.data.image_size, "trained_on": spec.data.source,
+            "precision": predictor.precision, "trained_precision": spec.precision}
+    return Candidate(name, predictor.predict_ab, info)
 
 
 def model_label(path: str | Path) -> str:
@@ -74,7 +81,8 @@ def model_label(path: str | Path) -> str:
     return f"{run.name}/{path.stem}"
 
 
-def load_candidates(paths: Sequence[str | Path], device: torch.device | str = "cpu") -> tuple[list[Candidate], list]:
+def load_candidates(paths: Sequence[str | Path], device: torch.device | str = "cpu",
+                    precision: str | None = None) -> tuple[list[Candidate], list]:
     """Load run folders / checkpoint files with ``zoo.loading.load_trained``; names are made unique."""
     from zoo.loading import load_trained
 
@@ -85,7 +93,7 @@ def load_candidates(paths: Sequence[str | Path], device: torch.device | str = "c
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:
             label = f"{label} ({seen[label]})"
-        candidates.append(candidate_from_trained(model, label))
+        candidates.append(candidate_from_trained(model, label, precision))
         models.append(model)
     return candidates, models
 
@@ -156,9 +164,11 @@ def protocol(images: EvalImages, split_seed: int | None = None, val_fraction: fl
                   f"with PIL bicubic: no crop, no flip, aspect ratio not kept (as training's validation images)",
         "ground_truth": "the resized uint8 RGB image, round-tripped through nothing else",
         "model_input": "L of the ground truth (CIE Lab D65 / 2 degrees, = skimage rgb2lab) scaled L/50 - 1; "
-                       "generators in eval mode, float32, no test-time augmentation",
-        "prediction": "Lab (the input's L, predicted ab x 110) -> sRGB clipped to [0, 1] (= skimage lab2rgb) -> "
-                      "uint8 (round half up); ab L1/L2 use the raw predicted ab, all other metrics the uint8 RGB",
+                       "generators in eval mode, in their training precision as this device runs it unless "
+                       "--precision says otherwise (each model's info has the one used), no test-time augmentation",
+        "prediction": "exactly what zoo colorize writes for the resized image: Lab (the input's L, predicted ab x "
+                      "110) -> sRGB with out-of-gamut colours desaturated (L and hue kept) -> uint8 (round half "
+                      "up); ab L1/L2 use the raw predicted ab, all other metrics the uint8 RGB",
         "gray_baseline": "ab = 0 (the input's L alone), scored exactly like a model",
         "colour_space": "CIE Lab, D65, 2 degree observer (skimage); PSNR, SSIM and colourfulness on sRGB uint8",
         "means": "arithmetic mean over images of per-image values (each a mean over that image's pixels); "
@@ -192,11 +202,6 @@ class Evaluation:
         return {"protocol": self.protocol, "models": self.means, "model_info": self.info, "images": self.rows}
 
 
-def _to_uint8_hwc(rgb: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) floats in [0, 1] -> (B, H, W, 3) uint8, rounding half up like zoo.visual.to_uint8."""
-    return (rgb.clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 @torch.no_grad()
 def evaluate(candidates: Sequence[Candidate], images: EvalImages, device: torch.device | str = "cpu",
              batch_size: int = 16, previews: int = 0, split_seed: int | None = None,
@@ -205,7 +210,8 @@ def evaluate(candidates: Sequence[Candidate], images: EvalImages, device: torch.
 
     ``previews``: keep that many predicted images per candidate (and the ground truth) for image grids.
     """
-    from zoo.lab import model_output_to_rgb, uint8_to_model_input
+    from zoo.colorize import compose
+    from zoo.lab import uint8_to_model_input
 
     device = torch.device(device)
     cands = list(candidates)
@@ -240,7 +246,7 @@ def evaluate(candidates: Sequence[Candidate], images: EvalImages, device: torch.
                 raise SpecError(f"{cand.name} returned {got} for {size} px images, expected "
                                 f"({L.shape[0]}, 2, {size}, {size})")
             fake = fake.float()
-            pred = _to_uint8_hwc(model_output_to_rgb(L, fake))
+            pred = np.stack([compose(truth[i], fake[i]) for i in range(fake.shape[0])])
             pred_ab = fake.double().cpu().numpy()
             batch_scores[cand.name] = [metrics.image_metrics(pred[i], truth[i], pred_ab[i], true_ab[i])
                                        for i in range(pred.shape[0])]
@@ -259,17 +265,19 @@ def evaluate(candidates: Sequence[Candidate], images: EvalImages, device: torch.
 
 def evaluate_paths(paths: Sequence[str | Path], data: str = "embedded", split: str = "val",
                    image_size: int | None = None, device: str = "auto", batch_size: int = 16,
-                   log: Callable[[str], None] | None = None) -> Evaluation:
+                   log: Callable[[str], None] | None = None, precision: str | None = None,
+                   previews: int = 0) -> Evaluation:
     """What ``zoo eval`` does: load the models, decode the split once, score them all and the gray baseline.
 
     Without ``image_size`` the models' training size is used; models trained at different sizes need one.
-    The split seed and fraction of a folder source are the first model's (its held-out images).
+    The split seed and fraction of a folder source are the first model's (its held-out images). ``precision``:
+    None for each model's training precision (as this device runs it), or fp32, bf16, fp16, auto for all.
     """
     from zoo.runtime import select_device
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     dev = select_device(device)
-    candidates, models = load_candidates(paths, dev)
+    candidates, models = load_candidates(paths, dev, precision)
     if image_size is None:
         sizes = sorted({m.image_size for m in models})
         if len(sizes) > 1:
@@ -279,7 +287,8 @@ def evaluate_paths(paths: Sequence[str | Path], data: str = "embedded", split: s
     data_spec = models[0].spec.data
     images = load_images(data, split, image_size, data_spec.split_seed, data_spec.val_fraction, log=log)
     folder = Path(data).is_dir() if data not in ("embedded", "coco-sample") else False
-    return evaluate(candidates, images, dev, batch_size, split_seed=data_spec.split_seed if folder else None,
+    return evaluate(candidates, images, dev, batch_size, previews=previews,
+                    split_seed=data_spec.split_seed if folder else None,
                     val_fraction=data_spec.val_fraction if folder else None)
 
 

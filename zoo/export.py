@@ -2,13 +2,18 @@
 
 The exported graph is the generator alone, in eval mode: input ``L`` (B, 1, H, W) = L*/50 - 1 in [-1, 1],
 output ``ab`` (B, 2, H, W) = (a*, b*)/110. B, H and W are dynamic, but H and W must be multiples of the
-generator's size multiple (2**n_down for the U-Net, 32 for a ResNet encoder; found by running the net, see
-:func:`zoo.colorize.size_multiple`). A .pt2 program checks that when it runs; an ONNX file records it in its
+generator's size multiple (2**n_down for the U-Net, 32 for a ResNet encoder; see
+:func:`zoo.inference.generator_size_multiple`). A .pt2 program checks that when it runs; an ONNX file records it in its
 metadata (``zoo.size_multiple``) and fails at run time on other sizes (the U-Net's skip concatenations no
 longer line up).
 
 ONNX uses torch's TorchScript-based exporter (``dynamo=False``): the newer exporter needs onnxscript, which
 zoo does not depend on. Both exporters need the ``onnx`` package (``pip install onnx``).
+
+The graph is traced in float32 through a :class:`zoo.inference.Predictor` (on ``device``, CPU by default),
+after its checks: the size (:func:`zoo.inference.check_size`) and finite outputs. ``out`` goes through
+:func:`zoo.fileio.check_output_file`: zoo replaces only a file of the format it writes, never a folder, FIFO or
+device node, and a zoo checkpoint or a file inside a zoo run folder only with ``force``.
 """
 from __future__ import annotations
 
@@ -21,11 +26,14 @@ from pathlib import Path
 
 import torch
 
-from zoo.fileio import atomic_write
 from zoo.errors import ZooError
+from zoo.fileio import atomic_write, check_output_file
+from zoo.text import shown
 
 #: format -> usual file suffix
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2"}
+#: format -> what the file is, for messages
+WHAT = {"onnx": "an ONNX model", "pt2": "a torch.export program"}
 INPUT_NAME, OUTPUT_NAME = "L", "ab"
 
 
@@ -51,27 +59,32 @@ class Exported:
 
 
 def export(model: str | Path, out: str | Path, format: str = "onnx", size: int | None = None,
-           opset: int | None = None) -> Exported:
+           opset: int | None = None, device: str = "cpu", force: bool = False) -> Exported:
     """Export the generator of a run folder or checkpoint to ``out``; one-line ExportError if it fails.
 
     ``size``: the side of the example input traced (default: the training size); ``opset``: ONNX opset
-    (default: torch's).
+    (default: torch's); ``device``: where it is traced (a .pt2 program keeps that device); ``force``: replace a
+    zoo checkpoint or a file inside a run folder (module docstring).
     """
-    from zoo.colorize import Colorizer, size_multiple
+    from zoo.inference import Predictor, check_size, generator_size_multiple
     from zoo.loading import load_trained
 
     if format not in FORMATS:
-        raise ExportError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
-    out = Path(out)
-    trained = load_trained(model, device="cpu")
+        raise ExportError(f"unknown export format {shown(format)}: choose one of {', '.join(FORMATS)}")
+    out = check_output_file(out, (FORMATS[format],), WHAT[format], force=force)
+    trained = load_trained(model, device=device)
+    predictor = Predictor.from_trained(trained, precision="fp32")  # the exported graph is float32
     if out.resolve() == trained.checkpoint.path.resolve():
-        raise ExportError(f"--out {str(out)!r} is the checkpoint itself: choose another file")
+        raise ExportError(f"--out {shown(out)} is the checkpoint itself: choose another file")
     if format == "onnx" and importlib.util.find_spec("onnx") is None:
         raise ExportError("ONNX export needs the onnx package: pip install onnx")
     side = size or trained.image_size
-    generator = Colorizer(trained.generator.float(), side, torch.device("cpu"), trained.name).generator  # checks side
-    multiple = size_multiple(generator)
+    check_size(predictor, side)
+    multiple = generator_size_multiple(trained.spec, generator=predictor.generator)
     example = torch.rand(2, 1, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    predictor.predict_ab(example)  # NaN/inf outputs: refused before anything is written
+    example = example.to(predictor.device)
+    generator = predictor.generator.eval()
     metadata = {"zoo.format": "zoo-generator/1", "zoo.spec": trained.checkpoint.spec_json,
                 "zoo.step": str(trained.checkpoint.step), "zoo.size_multiple": str(multiple or ""),
                 "zoo.input": f"{INPUT_NAME} (B, 1, H, W) = L*/50 - 1",
@@ -87,7 +100,7 @@ def export(model: str | Path, out: str | Path, format: str = "onnx", size: int |
             atomic_write(out, write)
     except Exception as exc:  # unsupported operator, data-dependent control flow, a full disk...
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise ExportError(f"exporting generator {trained.name!r} to {format} failed: {type(exc).__name__}: "
+        raise ExportError(f"exporting generator {shown(trained.name)} to {format} failed: {type(exc).__name__}: "
                           f"{first}") from None
     return Exported(out, format, trained.name, multiple, side)
 

@@ -13,6 +13,11 @@ Scaling convention used by every model in the zoo:
 
 Tensors are (B, 3, H, W) or a single (3, H, W) image; float32 and float64 are computed in their own
 precision, half precision inputs are computed in float32.
+
+What a user sees of a model has one definition here, used by ``zoo colorize``, ``zoo eval`` and the sample grids:
+:func:`fit_gamut` (Lab -> sRGB; a colour sRGB cannot show loses chroma, keeping its L and hue, instead of
+being clipped per channel, which would change its lightness) and :func:`to_uint8` (the one rounding rule from
+float to 8-bit pixels). :func:`lab_to_uint8` is the two together.
 """
 from __future__ import annotations
 
@@ -34,6 +39,11 @@ _WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
 
 L_SCALE = 50.0
 AB_SCALE = 110.0
+
+#: Lab round-trip error above which a colour counts as outside sRGB (float32 noise is about 1e-3)
+GAMUT_TOLERANCE = 0.05
+#: bisection steps on the chroma scale of an out-of-gamut colour: within 1/128 of the largest chroma that fits
+GAMUT_STEPS = 7
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,6 +102,49 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     return rgb.squeeze(0) if unbatched else rgb
 
 
+def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB floats in [0, 1] -> uint8 of the same shape: clamped, times 255, rounded half up.
+
+    The one rounding rule of zoo (colorized files, evaluation predictions, sample grids).
+    """
+    return (rgb.clamp(0.0, 1.0) * 255.0 + 0.5).floor_().to(torch.uint8)
+
+
+def fit_gamut(lab: torch.Tensor) -> torch.Tensor:
+    """CIE Lab, (B, 3, H, W) or (3, H, W) -> sRGB in [0, 1]; colours outside sRGB are desaturated to fit.
+
+    A colour whose sRGB conversion does not convert back to itself (within :data:`GAMUT_TOLERANCE`) keeps its
+    L and hue and gets the largest chroma that fits (bisection, :data:`GAMUT_STEPS` steps): per-channel
+    clipping, as ``skimage.color.lab2rgb`` does, would change its lightness. In-gamut colours are exactly
+    :func:`lab_to_rgb`'s.
+    """
+    x, unbatched = _batched(lab, "lab")
+
+    def round_trips(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb = lab_to_rgb(v)
+        return rgb, (rgb_to_lab(rgb) - v).abs().amax(1) <= GAMUT_TOLERANCE
+
+    rgb, ok = round_trips(x)
+    if not bool(ok.all()):
+        bad = x.permute(0, 2, 3, 1)[~ok].T.reshape(1, 3, -1, 1)  # the n colours that do not fit: (1, 3, n, 1)
+        lo = torch.zeros_like(bad[:, :1])  # chroma scale known to fit: 0 (a gray of that L always does)
+        hi = torch.ones_like(lo)
+        for _ in range(GAMUT_STEPS):
+            mid = (lo + hi) / 2
+            _, fits = round_trips(torch.cat([bad[:, :1], bad[:, 1:] * mid], 1))
+            fits = fits.unsqueeze(1)
+            lo, hi = torch.where(fits, mid, lo), torch.where(fits, hi, mid)
+        fitted = lab_to_rgb(torch.cat([bad[:, :1], bad[:, 1:] * lo], 1))  # (1, 3, n, 1)
+        rgb.permute(0, 2, 3, 1)[~ok] = fitted.reshape(3, -1).T
+    return rgb.squeeze(0) if unbatched else rgb
+
+
+def lab_to_uint8(lab: torch.Tensor) -> torch.Tensor:
+    """CIE Lab (B, 3, H, W) or (3, H, W) -> what a user sees: uint8 sRGB of the same shape (:func:`fit_gamut`,
+    then :func:`to_uint8`)."""
+    return to_uint8(fit_gamut(lab))
+
+
 def normalize_lab(lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Lab (B, 3, H, W) -> (L, ab): L (B, 1, H, W) = L*/50 - 1 in [-1, 1], ab (B, 2, H, W) = ab/110."""
     return lab[..., :1, :, :] / L_SCALE - 1.0, lab[..., 1:, :, :] / AB_SCALE
@@ -110,6 +163,12 @@ def uint8_to_model_input(rgb_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 
 def model_output_to_rgb(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-    """Normalized (L (B, 1, H, W), ab (B, 2, H, W)) -> sRGB (B, 3, H, W) float in [0, 1]."""
+    """Normalized (L (B, 1, H, W), ab (B, 2, H, W)) -> sRGB (B, 3, H, W) float in [0, 1], out-of-gamut colours
+    desaturated (:func:`fit_gamut`)."""
     dtype = torch.float64 if torch.float64 in (L.dtype, ab.dtype) else torch.float32
-    return lab_to_rgb(denormalize_lab(L.to(dtype), ab.to(dtype)))
+    return fit_gamut(denormalize_lab(L.to(dtype), ab.to(dtype)))
+
+
+def model_output_to_uint8(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """Normalized (L, ab) -> uint8 sRGB (B, 3, H, W): :func:`model_output_to_rgb`, then :func:`to_uint8`."""
+    return to_uint8(model_output_to_rgb(L, ab))

@@ -1,4 +1,10 @@
-"""Rebuild trained nets from a checkpoint alone (its embedded spec names the components)."""
+"""Rebuild trained nets from a checkpoint alone (its embedded spec names the components).
+
+Everything that can be wrong with a checkpoint is a one-line :class:`~zoo.errors.CheckpointError` naming the
+file: a spec this zoo or its plugins cannot use (an unknown option, say from another plugin version), a
+component that is not installed or whose plugin ZOO_DISABLE_PLUGINS disables, weights that do not fit the
+nets the spec builds (missing, unexpected or reshaped tensors), and weights holding NaN or inf.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,10 +13,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zoo.checkpoint import Checkpoint, load_checkpoint
+from zoo.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from zoo.errors import CheckpointError, SpecError, UnknownComponent
-from zoo.registry import Registry, get_registry
+from zoo.registry import DISABLE_ENV, Registry, disabled_plugins, get_registry
 from zoo.spec import TrainSpec, spec_from_json
+from zoo.text import shown
+
+#: how many tensor names a message about weights that do not fit lists per kind
+_NAMES_SHOWN = 3
 
 
 @dataclass
@@ -31,36 +41,95 @@ class TrainedModel:
         return self.spec.generator.name
 
 
+def _names(keys: list[str]) -> str:
+    listed = ", ".join(shown(k) for k in keys[:_NAMES_SHOWN])
+    return listed + (f", ... ({len(keys) - _NAMES_SHOWN} more)" if len(keys) > _NAMES_SHOWN else "")
+
+
+def check_finite(tensors: dict[str, torch.Tensor], what: str, path: Path) -> None:
+    """Refuse weights holding NaN or inf, naming the checkpoint, the tensor and an earlier checkpoint to use."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            nan, count = bool(torch.isnan(value).any()), int((~torch.isfinite(value)).sum())
+            others = [p.name for p in list_checkpoints(path.parent) if p.name != path.name]
+            hint = f"use an earlier checkpoint, e.g. {shown(path.parent / others[-1])}" if others else \
+                "train again (with a lower learning rate?)"
+            raise CheckpointError(f"{shown(path)}: {what} tensor {shown(key)} holds {'NaN' if nan else 'inf'} "
+                                  f"({count} of {value.numel()} values): the weights are damaged (a diverged "
+                                  f"run?); {hint}")
+
+
+def load_weights(net: nn.Module, tensors: dict[str, torch.Tensor], what: str, path: Path) -> None:
+    """Load ``tensors`` into ``net`` (strict); weights that do not fit give one line saying what does not fit."""
+    wanted = net.state_dict()
+    missing = [k for k in wanted if k not in tensors]
+    unexpected = [k for k in tensors if k not in wanted]
+    reshaped = [k for k in wanted if k in tensors and tuple(tensors[k].shape) != tuple(wanted[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of its {len(wanted)} tensors missing ({_names(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
+    if reshaped:
+        k = reshaped[0]
+        problems.append(f"{len(reshaped)} of another shape ({shown(k)}: {tuple(tensors[k].shape)} in the "
+                        f"checkpoint, {tuple(wanted[k].shape)} built)")
+    if problems:
+        raise CheckpointError(f"{shown(path)}: its {what} weights do not fit the {what} its spec builds: "
+                              f"{'; '.join(problems)}; it was not written for this spec (a foreign or edited "
+                              f"checkpoint?)")
+    try:
+        net.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:  # e.g. a dtype that cannot be copied
+        first = (str(exc).strip().splitlines() or [""])[-1].strip()
+        raise CheckpointError(f"{shown(path)}: its {what} weights do not load into the {what} its spec builds "
+                              f"({first[:200]})") from None
+
+
+def _build(registry: Registry, kind: str, spec_part, spec: TrainSpec, path: Path) -> nn.Module:
+    try:
+        return registry.create(kind, spec_part.name, spec_part.options, spec.context(), check=False)
+    except UnknownComponent:
+        blocked = sorted(disabled_plugins())
+        if blocked:
+            raise CheckpointError(
+                f"{shown(path)} needs {kind} {shown(spec_part.name)}, which no enabled plugin provides: "
+                f"{', '.join(shown(b) for b in blocked)} {'is' if len(blocked) == 1 else 'are'} disabled by "
+                f"{DISABLE_ENV}; remove the plugin that provides it from {DISABLE_ENV} to use this checkpoint"
+            ) from None
+        raise CheckpointError(f"{shown(path)} needs {kind} {shown(spec_part.name)}, which is not installed; "
+                              f"install the plugin that provides it (`zoo list` shows what is)") from None
+    except SpecError as exc:
+        raise CheckpointError(f"{shown(path)} holds a spec this zoo cannot use ({exc}); it was written by another "
+                              f"version of zoo or of the plugin") from None
+
+
 def load_trained(path: str | Path, device: str | torch.device = "cpu", registry: Registry | None = None,
                  with_discriminator: bool = False) -> TrainedModel | tuple[TrainedModel, nn.Module]:
     """Load a run folder (its newest good checkpoint) or a ``step-*.safetensors`` file.
 
-    A checkpoint whose component is not installed raises a one-line error naming it.
+    Every problem is a one-line CheckpointError naming the checkpoint (module docstring).
     """
-    from zoo.engine import load_weights
     from zoo.runtime import select_device
 
     registry = registry or get_registry()
+    device = select_device(device)
     ckpt = load_checkpoint(path)
     try:
         spec = spec_from_json(ckpt.spec_json)
     except SpecError as exc:
-        raise CheckpointError(f"{str(ckpt.path)!r} holds a spec this zoo cannot use ({exc})") from None
-    device = select_device(device) if isinstance(device, str) else device
-    try:
-        gen = registry.create("generator", spec.generator.name, spec.generator.options, spec.context(), check=False)
-    except UnknownComponent as exc:
-        raise CheckpointError(f"{str(ckpt.path)!r} needs generator {spec.generator.name!r}, which is not installed "
-                              f"({exc}); install the plugin that provides it") from None
+        raise CheckpointError(f"{shown(ckpt.path)} holds a spec this zoo cannot use ({exc}); it was written by "
+                              f"another version of zoo") from None
+    gen = _build(registry, "generator", spec.generator, spec, ckpt.path)
+    check_finite(ckpt.generator, "generator", ckpt.path)
     load_weights(gen, ckpt.generator, "generator", ckpt.path)
     model = TrainedModel(gen.to(device).eval(), spec, ckpt, device)
     if not with_discriminator:
         return model
-    try:
-        disc = registry.create("discriminator", spec.discriminator.name, spec.discriminator.options, spec.context(),
-                               check=False)
-    except UnknownComponent as exc:
-        raise CheckpointError(f"{str(ckpt.path)!r} needs discriminator {spec.discriminator.name!r}, which is not "
-                              f"installed ({exc})") from None
+    disc = _build(registry, "discriminator", spec.discriminator, spec, ckpt.path)
+    check_finite(ckpt.discriminator, "discriminator", ckpt.path)
     load_weights(disc, ckpt.discriminator, "discriminator", ckpt.path)
     return model, disc.to(device).eval()
+
+
+__all__ = ["TrainedModel", "check_finite", "load_trained", "load_weights"]

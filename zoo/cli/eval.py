@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from zoo.runtime import PRECISIONS
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="score trained models against the gray baseline (L1/L2, PSNR, SSIM, dE00, "
@@ -23,6 +25,8 @@ def add_parser(sub) -> None:
                    help='print one JSON object: {"protocol", "models": {name: means}, "images": [rows]}')
     p.add_argument("--means-only", action="store_true", help="text output without the per-image table")
     p.add_argument("--device", default="auto", metavar="DEV", help="auto (default: CUDA if available), cpu, cuda")
+    p.add_argument("--precision", choices=PRECISIONS, metavar="P",
+                   help="fp32, bf16, fp16 or auto (default: each model's training precision, as this device runs it)")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
     p.set_defaults(run=run)
 
@@ -34,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise SpecError(f"--batch-size must be at least 1, got {args.batch_size}")
     evaluation = evaluate_paths(args.models, data=args.data, split=args.split, image_size=args.size,
-                                device=args.device, batch_size=args.batch_size)
+                                device=args.device, batch_size=args.batch_size, precision=args.precision)
     if args.json:
         print(json.dumps(evaluation.to_json(), indent=2, allow_nan=False))
     else:

@@ -20,14 +20,21 @@ def add_parser(sub) -> None:
                    help="onnx or pt2 (default: from the --out suffix, else onnx)")
     p.add_argument("--size", type=int, metavar="PX", help="side of the example input (default: the training size)")
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset version (default: torch's)")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="device the generator is traced on (default: cpu; a .pt2 program keeps it)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a zoo checkpoint or a file inside a run folder (a folder, FIFO or device never)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from zoo.export import export
+    from zoo.text import one_line
 
     fmt = args.format or ("pt2" if Path(args.out).suffix.lower() == ".pt2" else "onnx")
-    done = export(args.model, args.out, format=fmt, size=args.size, opset=args.opset)
-    print(f"zoo: exported {done.generator} to {done.path} ({done.format}): {done.describe()}", file=sys.stderr)
-    print(done.path)
+    done = export(args.model, args.out, format=fmt, size=args.size, opset=args.opset, device=args.device,
+                  force=args.force)
+    print(f"zoo: exported {one_line(done.generator)} to {one_line(str(done.path))} ({done.format}): "
+          f"{done.describe()}", file=sys.stderr)
+    print(one_line(str(done.path)))
     return 0

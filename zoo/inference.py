@@ -1,0 +1,311 @@
+"""Running a trained generator for inference: the one forward path of zoo.
+
+A :class:`Predictor` owns a generator and a :class:`zoo.runtime.Runtime` (device, precision, memory layout).
+Every forward pass for inference goes through :meth:`Predictor.predict_ab`: eval mode, ``torch.inference_mode``,
+the precision's autocast, the batch in the runtime's layout, float32 ab out, NaN/inf refused. ``zoo colorize``,
+``zoo eval`` and ``zoo export``'s checks use it.
+
+**Precision.** By default a model runs in the precision it was trained in (its spec's ``precision``) as this
+device runs it natively (:func:`inference_runtime`): a model trained with ``auto`` gets this device's ``auto``
+(bf16 on CPUs with AMX/avx512_bf16 and on GPUs with bf16 tensor cores, fp32 elsewhere); a model trained in a
+precision this device only emulates (fp16 on a CPU, bf16 on a CPU without AMX/avx512_bf16 or an old GPU) gets
+``auto`` too. ``precision="fp32"`` (``--precision fp32``) forces full precision.
+
+**Sizes.** H and W must suit the generator (a multiple of 2**n_down for the U-Net):
+:func:`generator_size_multiple` is the one place that says which multiple, and :func:`check_size` the one place
+that checks a size before anything runs (the pixel limit of :mod:`zoo.data`, an estimate of the memory, then
+the multiple).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from torch import nn
+
+from zoo.errors import ZooError
+from zoo.runtime import Runtime, cpu_has_fast_bf16, cuda_has_fast_bf16, select_device
+from zoo.text import shown
+
+if TYPE_CHECKING:
+    from zoo.loading import TrainedModel
+    from zoo.registry import Registry
+    from zoo.spec import TrainSpec
+
+#: the probe of :func:`generator_size_multiple` gives up above this side (pixels)
+_PROBE_LIMIT = 4096
+_GIB = float(1 << 30)
+
+
+class SizeError(ZooError):
+    """The generator cannot run at the requested resolution (its size multiple, the pixel limit, memory)."""
+
+
+class OutOfMemory(ZooError):
+    """A forward pass ran out of memory."""
+
+
+class NonFiniteOutput(ZooError):
+    """The generator produced NaN or inf. ``bad``: the batch indexes concerned; ``ab``: the whole output."""
+
+    def __init__(self, message: str, bad: list[int], ab: torch.Tensor):
+        super().__init__(message)
+        self.bad = bad
+        self.ab = ab
+
+
+def runs_natively(device: torch.device, precision: str) -> bool:
+    """Whether ``device`` runs ``precision`` in hardware (not emulated): fp32 always, bf16 on CPUs with AMX or
+    avx512_bf16 and GPUs with bf16 tensor cores, fp16 on CUDA."""
+    if precision == "fp32":
+        return True
+    if precision == "bf16":
+        return (device.type == "cpu" and cpu_has_fast_bf16()) or (device.type == "cuda" and cuda_has_fast_bf16(device))
+    if precision == "fp16":
+        return device.type == "cuda"
+    return False
+
+
+def inference_runtime(device: str | torch.device = "auto", trained_precision: str = "auto",
+                      precision: str | None = None) -> Runtime:
+    """The Runtime a model runs in: ``precision`` when given (fp32, bf16, fp16 or auto, as ``--precision``),
+    else the training precision as this device runs it (module docstring)."""
+    dev = select_device(device)
+    if precision not in (None, "training"):
+        return Runtime.resolve(dev, precision)
+    if trained_precision == "auto" or runs_natively(dev, trained_precision):
+        runtime = Runtime.resolve(dev, trained_precision)
+        return Runtime(runtime.device, runtime.precision, f"the training precision ({trained_precision}): "
+                                                          f"{runtime.why}")
+    auto = Runtime.resolve(dev, "auto")
+    return Runtime(auto.device, auto.precision, f"trained in {trained_precision}, which {dev.type} does not run "
+                                                f"natively, so {auto.why}")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception from a forward pass means the memory ran out (CUDA or the CPU allocator)."""
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(s in text for s in ("out of memory", "can't allocate memory",
+                                                                        "not enough memory"))
+
+
+class Predictor:
+    """A generator ready for inference: ``Predictor.load(run_or_checkpoint).predict_ab(L)``.
+
+    ``generator`` is moved to the runtime's device and layout in place (optimizers keep its parameters; with
+    ``prepare=False`` it is left as it is), so a trainer may wrap its own generator; a generator in training
+    mode is switched to eval mode for each call and back. ``name`` and ``source`` (the checkpoint) appear in
+    messages; ``spec`` is the spec it was built from.
+    """
+
+    def __init__(self, generator: nn.Module, runtime: Runtime, name: str = "generator", source: str | None = None,
+                 spec: "TrainSpec | None" = None, prepare: bool = True):
+        self.runtime = runtime
+        self.generator = runtime.prepare(generator) if prepare else generator
+        self.name = name
+        self.source = source
+        self.spec = spec
+
+    @classmethod
+    def from_trained(cls, model: "TrainedModel", precision: str | None = None) -> "Predictor":
+        """A loaded model (:func:`zoo.loading.load_trained`) on its device; ``precision`` as
+        :func:`inference_runtime` (None: the training precision)."""
+        runtime = inference_runtime(model.device, model.spec.precision, precision)
+        return cls(model.generator.eval(), runtime, model.name, str(model.checkpoint.path), model.spec)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "auto", precision: str | None = None,
+             registry: "Registry | None" = None) -> "Predictor":
+        """A run folder (its newest good checkpoint) or a ``step-*.safetensors`` file."""
+        from zoo.loading import load_trained
+
+        return cls.from_trained(load_trained(path, device=select_device(device), registry=registry), precision)
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def precision(self) -> str:
+        return self.runtime.precision
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.name!r}, {self.runtime.describe()}, source={self.source!r})"
+
+    def where(self) -> str:
+        """The generator and its checkpoint, for messages."""
+        return f"generator {shown(self.name)}" + (f" of {shown(self.source)}" if self.source else "")
+
+    @torch.inference_mode()
+    def __call__(self, L: torch.Tensor) -> torch.Tensor:
+        """One forward pass: L (B, 1, H, W) in [-1, 1], any device -> ab (B, 2, H, W), contiguous float32 on the
+        runtime's device. No checks: :meth:`predict_ab` is the checked way."""
+        net = self.generator
+        was_training = net.training
+        if was_training:
+            net.eval()
+        try:
+            with self.runtime.autocast():
+                ab = net(self.runtime.batch(L))
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise OutOfMemory(f"out of memory running {self.where()} on {L.shape[0]} image(s) of "
+                                  f"{L.shape[-2]}x{L.shape[-1]} px on {self.device}: lower --batch-size or "
+                                  f"--size") from None
+            raise
+        finally:
+            if was_training:
+                net.train()
+        return ab.float().contiguous()
+
+    def predict_ab(self, L: torch.Tensor, batch_size: int | None = None, check_finite: bool = True) -> torch.Tensor:
+        """L (B, 1, H, W) in [-1, 1] -> ab (B, 2, H, W) float32 on the device, ``batch_size`` images per pass
+        (default: all at once). NaN or inf in the output raises :class:`NonFiniteOutput` (after every batch ran,
+        so the finite images can still be used)."""
+        n = L.shape[0]
+        step = batch_size or max(n, 1)
+        parts = [self(L[start:start + step]) for start in range(0, n, step)]
+        ab = torch.cat(parts) if len(parts) != 1 else parts[0]
+        if check_finite:
+            bad = (~torch.isfinite(ab)).flatten(1).any(1)
+            if bool(bad.any()):
+                idx = [int(i) for i in bad.nonzero().flatten()]
+                hint = "its weights may be damaged" + (", or try --precision fp32" if self.precision != "fp32" else "")
+                raise NonFiniteOutput(f"{self.where()} produced NaN/inf colours for {len(idx)} of {n} image(s) in "
+                                      f"{self.precision}: {hint}", idx, ab)
+        return ab
+
+    def runs_at(self, size: int) -> bool:
+        """Whether the generator maps a (1, 1, size, size) L to a (1, 2, size, size) ab (OutOfMemory if the
+        memory runs out: that is not an answer about the size)."""
+        try:
+            out = self(torch.zeros(1, 1, size, size))
+        except OutOfMemory:
+            raise
+        except Exception:  # a shape mismatch inside the net is how a size that does not fit shows up
+            return False
+        return isinstance(out, torch.Tensor) and tuple(out.shape) == (1, 2, size, size)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sizes
+
+
+def _probe_size_multiple(runs_at: Callable[[int], bool]) -> int | None:
+    """The power of two that H and W must be multiples of, found by trying sizes: the smallest power-of-two
+    side accepted (2**n_down for the U-Net), then the smallest power-of-two step above it also accepted."""
+    base = 1
+    while base <= _PROBE_LIMIT and not runs_at(base):
+        base *= 2
+    if base > _PROBE_LIMIT:
+        return None
+    step = 1
+    while step < base and not runs_at(base + step):
+        step *= 2
+    return step
+
+
+def generator_size_multiple(spec: "TrainSpec", registry: "Registry | None" = None,
+                            generator: nn.Module | None = None) -> int | None:
+    """What H and W must be multiples of for ``spec``'s generator (None: no power-of-two multiple up to 4096).
+
+    The one place zoo asks. For now it runs the net at growing sizes (``generator``: an already built net of that
+    spec, to save building one); it is meant to become the component's declaration at registration.
+    """
+    if generator is None:
+        from zoo.registry import get_registry
+
+        registry = registry or get_registry()
+        generator = registry.create("generator", spec.generator.name, spec.generator.options, spec.context(),
+                                    check=False)
+    params = next(iter(generator.parameters()), None)
+    device = params.device if params is not None else torch.device("cpu")
+    probe = Predictor(generator, Runtime(device, "fp32", "size probe"), prepare=False)
+    return _probe_size_multiple(probe.runs_at)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for tensors on ``device`` now (CUDA: the driver's free memory; CPU: MemAvailable, within this
+    process's cgroup limit), or None if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    free = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            free = min(free, int(limit) - used) if free is not None else int(limit) - used
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def estimate_memory(predictor: Predictor, size: int, batch_size: int = 1, probe_size: int = 32) -> int:
+    """A lower bound of the bytes one forward pass of ``batch_size`` images of ``size`` x ``size`` needs: its
+    largest layer's input and output, measured at ``probe_size`` (a size the generator runs at) and scaled by
+    the pixels."""
+    largest = 0
+
+    def hook(module, inputs, output):
+        nonlocal largest
+        tensors = [t for t in (*inputs, output) if isinstance(t, torch.Tensor)]
+        largest = max(largest, sum(t.numel() * t.element_size() for t in tensors))
+
+    leaves = [m for m in predictor.generator.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        predictor(torch.zeros(1, 1, probe_size, probe_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return int(largest * (size / probe_size) ** 2 * batch_size)
+
+
+def check_size(predictor: Predictor, size: int, batch_size: int = 1, registry: "Registry | None" = None,
+               available: int | None = None) -> None:
+    """Refuse, in one line saying which limit it is, a size the generator cannot run at: above zoo's pixel limit
+    (:mod:`zoo.data`), more memory than is free (``available`` bytes; default: :func:`available_memory`), or not
+    a size the generator takes (its multiple, :func:`generator_size_multiple`)."""
+    from zoo.data import _pixel_limit
+
+    if size < 1:
+        raise SizeError(f"size must be a positive number of pixels, got {size}")
+    pixels, limit = size * size, _pixel_limit()
+    if pixels > limit:
+        raise SizeError(f"{size} px is {size}x{size} = {pixels:,} pixels per image, above zoo's limit of {limit:,} "
+                        f"pixels: memory, not the size multiple, limits this size; use a smaller --size")
+    trained = predictor.spec.data.image_size if predictor.spec is not None else None
+    if trained is not None and size > trained:  # the training size runs; a bigger one may not fit in memory
+        need = estimate_memory(predictor, size, batch_size, probe_size=trained)
+        free = available if available is not None else available_memory(predictor.device)
+        if free is not None and need > free:
+            raise SizeError(f"{size} px needs at least {need / _GIB:.1f} GiB of memory for {batch_size} image(s) on "
+                            f"{predictor.device} and {max(free, 0) / _GIB:.1f} GiB are free: memory, not the size "
+                            f"multiple, limits this size; use a smaller --size or --batch-size")
+    try:
+        fits = predictor.runs_at(size)
+    except OutOfMemory:
+        raise SizeError(f"{predictor.where()} ran out of memory at {size} px on {predictor.device}: memory, not the "
+                        f"size multiple, limits this size; use a smaller --size") from None
+    if not fits:
+        multiple = generator_size_multiple(predictor.spec, registry, predictor.generator) \
+            if predictor.spec is not None else _probe_size_multiple(predictor.runs_at)
+        hint = f"use a multiple of {multiple}, e.g. {max(multiple, round(size / multiple) * multiple)}" \
+            if multiple else "use the size it was trained at"
+        raise SizeError(f"{predictor.where()} cannot run at {size} px: {hint}")
+
+
+__all__ = ["NonFiniteOutput", "OutOfMemory", "Predictor", "SizeError", "available_memory", "check_size",
+           "estimate_memory", "generator_size_multiple", "inference_runtime", "is_out_of_memory", "runs_natively"]
