@@ -1,0 +1,58 @@
+"""Showing text that comes from outside (file names, config keys, plugin names) safely in one line.
+
+A file may be named ``\\x1b[2J\\x1b[Hx.jpg`` (it would clear the terminal), hold a newline (it would break the
+"one line per error" rule) or bytes that are not UTF-8 (Python keeps them as lone surrogates, which cannot be
+printed at all). :func:`shown` is how every name from outside appears in a message; :func:`one_line` is the
+last guard the CLI applies to every error and warning line it prints.
+"""
+from __future__ import annotations
+
+import os
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte kept by os.fsdecode (surrogateescape): show the byte
+        return f"\\x{code - 0xDC00:02x}"
+    if ch == "\n":
+        return "\\n"
+    if ch == "\r":
+        return "\\r"
+    if ch == "\t":
+        return "\\t"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every non-printable character (control characters, ESC, newlines, lone surrogates from
+    undecodable bytes, other invisible code points) written as a backslash escape; printable text, accents and
+    other scripts included, is kept."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
+
+
+def shown(value: object) -> str:
+    """A name from outside as it appears in a message: quoted, with non-printable characters escaped.
+
+    Paths and bytes are decoded the way the OS gave them (``os.fsdecode``), so an undecodable byte shows as
+    ``\\xe9`` rather than breaking the print.
+    """
+    if isinstance(value, (bytes, os.PathLike)):
+        value = os.fsdecode(value)
+    body = escape(str(value).replace("\\", "\\\\"))  # a literal backslash is doubled: escapes stay unambiguous
+    if "'" in body and '"' not in body:
+        return f'"{body}"'
+    return "'" + body.replace("'", "\\'") + "'"
+
+
+def one_line(text: str) -> str:
+    """A whole message made safe for one terminal line: every non-printable character escaped."""
+    return escape(str(text))
+
+
+__all__ = ["escape", "one_line", "shown"]
