@@ -25,8 +25,9 @@ For one registered component, :func:`check_component` checks what :mod:`zoo.hook
   (:func:`zoo.spec.default_component`) with its own first declared test set: the losses stay finite and the
   weights it is responsible for change.
 
-The *default* options may be refused at ``image_size`` with a one-line :class:`zoo.ZooError` (the ``unet``'s
-default depth needs 256 px); the kit then needs another option set that builds. A failure raises
+The default options and the declared sets may be refused at ``image_size`` with a one-line
+:class:`zoo.ZooError` (the ``unet``'s default depth needs 256 px); the author's ``option_sets`` must build, and
+at least one set must. A failure raises
 ``AssertionError`` naming the component, its plugin and distribution, the options and what broke.
 :func:`image_size_for` gives the smallest image size at least 32 that a component's declarations allow.
 """
@@ -131,7 +132,7 @@ def _check_component(kind, name, image_size, option_sets, train_steps, registry,
     candidates: list[tuple[dict[str, Any], str]] = [({}, "defaults")]
     for options, origin in [(s, "author") for s in author_sets] + \
             [(s, "declared") for s in component.test_option_sets(image_size)]:
-        if all(options != s for s, _ in candidates):
+        if all(options != s for s, _ in candidates):  # a set given twice is checked once
             candidates.append((options, origin))
 
     for options, origin in candidates:
@@ -139,7 +140,7 @@ def _check_component(kind, name, image_size, option_sets, train_steps, registry,
         try:
             validated = component.options(options)
         except SpecError as exc:
-            if origin == "defaults":
+            if origin != "author":
                 report.refused.append((options, str(exc)))
                 continue
             checker.fail(f"the option set is invalid: {exc}")
@@ -149,9 +150,8 @@ def _check_component(kind, name, image_size, option_sets, train_steps, registry,
             checker.fail(checker.without_prefix(str(exc)))
         except ZooError as exc:
             checker.check("\n" not in str(exc), f"a refusal must be one line, got: {str(exc)!r}")
-            if origin != "defaults":
-                checker.fail(f"does not build{' (a declared test_options set)' if origin == 'declared' else ''}: "
-                             f"{exc}")
+            if origin == "author":  # the defaults and declared sets may not fit every size: a refusal
+                checker.fail(f"does not build: {exc}")
             report.refused.append((options, str(exc)))
             continue
         except Exception as exc:  # the builder raised past the registry: still the plugin's bug
@@ -169,9 +169,8 @@ def _check_component(kind, name, image_size, option_sets, train_steps, registry,
     checker.options = None
     checker.check(bool(report.checked), "no option set builds: pass option_sets that fit this image size "
                                         f"(refused: {'; '.join(reason for _, reason in report.refused)})")
-    built = [(s, origin) for s, origin in candidates if s in report.checked]
-    train_options = next(s for preferred in ("declared", "author", "defaults") for s, origin in built
-                         if origin == preferred)
+    declared = component.test_option_sets(image_size)
+    train_options = next(s for s in declared + author_sets + [{}] if s in report.checked)
     checker.options = train_options
     report.trained_with = train_options
     report.last_losses = _train(checker, registry, train_options, train_steps, device)
@@ -333,14 +332,16 @@ def partners(registry: Registry, image_size: int, but: str | None = None) -> dic
 
 
 def image_size_for(kind: str, name: str, at_least: int = 32, registry: Registry | None = None) -> int:
-    """The smallest image side >= ``at_least`` that the component's declarations allow with its first declared
-    test option set (``at_least`` itself when it declares no size constraint)."""
+    """The smallest image side >= ``at_least`` at which the component's first declared test option set (fitted by
+    its declared depth option) meets its declared size constraints (``at_least`` when it declares none)."""
     component = (registry or load_registry()).get(kind, name)
-    tests = component.test_option_sets(at_least)
-    options = tests[0] if tests else {}
-    multiple = component.size_multiple_for(options) or 1
-    least = max(at_least, component.min_image_size_for(options) or 1)
-    return -(-least // multiple) * multiple
+    tests = component.declared.test_options
+    options = dict(tests[0]) if tests else {}
+    for size in range(at_least, 4097):
+        if component.size_problem(component.fit_options(options, size), size) is None:
+            return size
+    raise AssertionError(f"zoo contract: {component.title}: no image size from {at_least} to 4096 px meets its "
+                         f"declared size constraints with options {options}")
 
 
 def _parameters(net: nn.Module) -> dict[str, torch.Tensor]:
