@@ -275,3 +275,18 @@ def test_v1_register_call_keeps_working_with_documented_defaults():
     assert v1.is_pretrained({"pretrained": True}) and not v1.is_pretrained({})
     assert v1.fit_options({"pretrained": True}, 33) == {"pretrained": True}
     v1.create({}, zoo.BuildContext(image_size=33))  # no constraint declared: any size
+
+
+def test_declarations_are_keywords_and_describable():
+    import types
+
+    code = STRIDED.replace('register("strided", build, Opts,', 'register("strided", build, Opts, 8,')
+    mod = types.ModuleType("positional_decl")
+    exec(compile(__import__("textwrap").dedent(code), "positional_decl", "exec"), mod.__dict__)
+    with pytest.warns(zoo.registry.PluginLoadWarning, match=r"register\('strided', \.\.\.\) got 1 argument\(s\) "
+                                                            r"after Options: declarations are keywords"):
+        reg = load_registry(extra_plugins=(("positional", mod),))
+    assert "strided" not in reg.names("generator")
+    described = reg.get("generator", "unet").describe_declarations()
+    assert described["size_multiple"] == 256 and described["depth_option"] == "n_down"
+    assert json.loads(json.dumps(described)) == described  # plain data, for `zoo list --json`

@@ -2,9 +2,10 @@
 
 Each model is trained by ``zoo.engine.Trainer`` from ``zoo.spec.build_spec`` with the ``cpu`` preset: the same
 discriminator, losses, data, seed and budget, only the generator differs (its options are the preset's for
-``unet`` and the component's defaults otherwise, fitted to the image size by the depth the component declared:
-:meth:`zoo.registry.Component.fit_options`). Each is then loaded back from its final checkpoint (``zoo.loading.load_trained``) and scored with
-``zoo.evaluate`` next to the gray baseline. Throughput columns come from ``zoo.bench``.
+``unet`` and the component's defaults otherwise, fitted to the image size by the depth option each component
+declared: :meth:`zoo.registry.Component.fit_options`). Each is then loaded back from its final checkpoint
+(``zoo.loading.load_trained``) and scored with ``zoo.evaluate`` next to the gray baseline. Throughput columns
+come from ``zoo.bench``.
 
 Outputs, in ``--out``: ``leaderboard.json`` (everything), and ``leaderboard.md`` / ``leaderboard.html`` rendered
 from it by :mod:`zoo.leaderboard_render` (the HTML is one self-contained file: its images are PNG data URIs).

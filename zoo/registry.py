@@ -233,6 +233,18 @@ class Component:
         sets = [dict(s) for s in self.declared.test_options]
         return [self.fit_options(s, image_size) for s in sets] if image_size is not None else sets
 
+    def describe_declarations(self) -> dict[str, Any]:
+        """The declarations as plain data (for ``zoo list``): size numbers at the default options, option
+        names as declared, ``"function of the options"`` for a pretrained rule given as a function."""
+        try:
+            multiple, least = self.size_multiple_for({}), self.min_image_size_for({})
+        except (PluginError, SpecError):
+            multiple = least = None
+        rule = self.declared.pretrained
+        return {"size_multiple": multiple, "min_image_size": least, "depth_option": self.declared.depth_option,
+                "pretrained": rule if rule is None or isinstance(rule, str) else "function of the options",
+                "test_options": [dict(s) for s in self.declared.test_options]}
+
     # ---- building ---------------------------------------------------------------------------------------
 
     def create(self, raw_options: dict[str, Any] | BaseModel | None = None,
@@ -466,8 +478,11 @@ def _drop_plugin(registry: Registry, info: PluginInfo, reason: str) -> None:
 
 
 def _register(registry: Registry, kind: str, info: PluginInfo, name: str, build: Callable,
-              options_model: type[BaseModel], **declarations: Any) -> None:
+              options_model: type[BaseModel], *extra: Any, **declarations: Any) -> None:
     """The ``register`` a hook receives: ``register(name, build, Options, **declarations)``."""
+    if extra:
+        raise PluginError(f"plugin {info.provider}: register({shown(name)}, ...) got {len(extra)} argument(s) after "
+                          f"Options: declarations are keywords, e.g. size_multiple=32 (see zoo.hookspecs)")
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise PluginError(f"plugin {info.provider} registered a {kind} with invalid name {shown(name)}: a component "
                           f"name is {NAME_RULE}")
