@@ -38,9 +38,15 @@ Where a declaration is a function, it receives the component's validated options
   Default: the option named ``pretrained`` if the component has a boolean one (the rule of the first version of
   this contract), else never pretrained.
 - ``test_options`` (every kind): a dict of small option values, or a list of them, that build at small image
-  sizes (32 px): the contract kit (:mod:`zoo.testing`) builds and checks each, trains with the first, and
-  uses the first of a slot's default component as the partner of other components. Each is validated
-  against ``Options`` at registration. Default: none (the kit checks the defaults and the author's sets).
+  sizes (32 px; the declared ``depth_option`` fits them to others): the contract kit (:mod:`zoo.testing`)
+  builds and checks each and trains with the first; when the component is its slot's default
+  (:data:`zoo.spec.DEFAULT_COMPONENTS`), the kit also pairs other components with its first set. Each is
+  validated against ``Options`` at registration. Default: none (the kit checks the defaults and the author's
+  option sets).
+
+The core reads the declarations through :class:`zoo.registry.Component`: ``size_multiple_for(options)``,
+``min_image_size_for(options)``, ``size_problem(options, image_size)``, ``fit_options(options, image_size)``,
+``is_pretrained(options)`` and ``test_option_sets(image_size)``.
 
 Colour space and ranges: images are CIE Lab (D65). The generator input is L scaled ``L/50 - 1``
 (in [-1, 1]); the generator output is ab scaled ``ab/110`` (in [-1, 1]).
