@@ -79,7 +79,7 @@ DECLARATION_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: hashable by identity although test_options holds dicts
 class Declarations:
     """What a plugin declares about a component when it registers it (see :mod:`zoo.hookspecs`).
 

@@ -83,7 +83,8 @@ class InitSpec(SpecOptions):
     gain: float = Field(0.02, gt=0, le=10, description="std of the normal init / gain of xavier")
     apply_to: list[Literal["generator", "discriminator"]] = Field(
         default_factory=lambda: ["generator", "discriminator"],
-        description="nets to initialise (a component built with pretrained=true is never re-initialised)")
+        description="nets to initialise (a component whose options say it holds trained weights, by its "
+                    "declared pretrained option such as pretrained=true, is never re-initialised)")
 
 
 class PretrainSpec(SpecOptions):
