@@ -110,8 +110,8 @@ def test_resnet_unet_without_pretrained_weights(size):
     assert out.min() >= -1 and out.max() <= 1
 
 
-def test_resnet_unet_rejects_image_size_not_divisible_by_32():
-    with pytest.raises(SpecError, match="image size 100 is not divisible by 32.*96 or 128"):
+def test_resnet_unet_refuses_image_size_not_a_multiple_of_32():
+    with pytest.raises(SpecError, match="resnet18_unet: image size 100 is not a multiple of 32; use 96 or 128"):
         build("generator", "resnet18_unet", size=100)
 
 

@@ -1,9 +1,11 @@
 """Every registered component keeps the plugin contract (zoo.testing), and the contract kit catches broken ones.
 
-Parametrized over the registry: built-ins, the example plugin and any other installed plugin are all checked.
-Components we know get small sizes and option sets; anything else is checked with the kit's defaults (64 px,
-plus its tiny variant of ngf/ndf/n_blocks).
+Parametrized over the registry: built-ins, the example plugin and any other installed plugin are all checked,
+each at the smallest image size >= 32 its declarations allow, with the small option sets it declared
+(``register(..., test_options=...)``); a component that declares none is checked with its defaults.
 """
+import importlib.metadata
+import math
 import textwrap
 import types
 
@@ -15,27 +17,20 @@ from zoo.registry import load_registry
 
 from conftest import make_plugin_dist
 
-#: (kind, name) -> (image size, option sets). unet's default depth needs 256 px: the kit records the refusal.
-KNOWN = {
-    ("generator", "unet"): (32, [{"n_down": 5}, {"n_down": 2, "ngf": 8, "norm": "instance", "dropout": 0}]),
-    ("generator", "resnet18_unet"): (64, []),
-    ("generator", "resnet9"): (32, [{"ngf": 8, "n_blocks": 1, "norm": "instance", "dropout": 0}]),
-    ("discriminator", "patch"): (32, [{"ndf": 8, "n_layers": 2, "norm": "instance"}]),
-    ("discriminator", "pixel"): (32, [{"ndf": 8, "norm": "none"}]),
-    ("discriminator", "sn_patch"): (32, [{"ndf": 8, "n_layers": 2}]),
-    ("gan_loss", "lsgan"): (32, [{"real_label": 0.9, "fake_label": 0.1}]),
-    ("gan_loss", "vanilla"): (32, [{"real_label": 0.9}]),
-    ("gan_loss", "hinge"): (32, [{"margin": 0.5}]),
-    ("pixel_loss", "l1"): (32, [{"reduction": "sum"}]),
-}
+ZOO = f"zoo {importlib.metadata.version('zoo')}"
+#: what the engine logs per GAN step
+LOSSES = {"d_real", "d_fake", "g_gan", "g_pixel"}
 
 
 @zoo.testing.parametrize_registered()
 def test_registered_component_keeps_the_contract(kind, name):
-    size, option_sets = KNOWN.get((kind, name), (64, []))
-    report = zoo.testing.check_component(kind, name, image_size=size, option_sets=option_sets)
-    assert report.checked and report.trained_with in report.checked
-    assert report.last_losses and all(isinstance(v, float) for v in report.last_losses.values())
+    component = load_registry().get(kind, name)
+    size = zoo.testing.image_size_for(kind, name)
+    report = zoo.testing.check_component(kind, name, image_size=size)
+    declared = component.test_option_sets(size)
+    assert report.trained_with == (declared[0] if declared else {})  # the kit trains with the first declared set
+    assert set(report.last_losses) == LOSSES  # the engine's GAN step ran to the end
+    assert all(math.isfinite(v) for v in report.last_losses.values())
 
 
 def test_parametrize_registered_covers_every_kind():
@@ -45,12 +40,24 @@ def test_parametrize_registered_covers_every_kind():
     assert len(ids) == sum(len(zoo.names(k)) for k in ("generator", "discriminator", "gan_loss", "pixel_loss"))
 
 
-def test_unet_defaults_refused_at_32_px_and_tiny_set_trained():
+def test_unet_defaults_refused_at_32_px_and_declared_sets_trained():
     report = zoo.testing.check_component("generator", "unet", image_size=32, option_sets=[{"n_down": 5}])
     (options, reason), = report.refused
     assert options == {} and "n_down 8 needs an image size divisible by 256" in reason
-    assert report.checked == [{"n_down": 5}, {"n_down": 5, "ngf": 8}]
-    assert report.trained_with == {"n_down": 5, "ngf": 8}
+    declared = load_registry().get("generator", "unet").declared.test_options
+    assert report.checked == [{"n_down": 5}] + [s for s in declared if s != {"n_down": 5}]
+    assert report.trained_with == declared[0] == {"n_down": 3, "ngf": 8}
+
+
+def test_kit_fits_declared_sets_and_partners_to_the_image_size():
+    registry = load_registry()
+    assert zoo.testing.image_size_for("generator", "resnet18_unet", 40, registry) == 64  # declared multiple 32
+    assert zoo.testing.image_size_for("discriminator", "patch", 8, registry) == 8  # its test set fitted: n_layers 1
+    assert zoo.testing.image_size_for("discriminator", "patch", 4, registry) == 6  # n_layers >= 1 needs 3 * 2
+    partners = zoo.testing.partners(registry, 8, but="generator")
+    assert partners["discriminator"] == {"name": "patch", "options": {"ndf": 8, "n_layers": 1}}  # fitted: 6 <= 8
+    report = zoo.testing.check_component("generator", "unet", image_size=20, registry=registry)
+    assert report.trained_with == {"n_down": 2, "ngf": 8}  # its declared set fitted: 20 px is no multiple of 2**3
 
 
 # --- the kit fails broken components, naming the plugin and what broke ---------------------------------
@@ -100,7 +107,7 @@ BROKEN = {
         def build(o, c):
             return Gen()
     """, "has no trainable parameters"),
-    "batch_one": ("generator", """
+    "batch_two_only": ("generator", """
         class Gen(nn.Module):
             def __init__(self):
                 super().__init__()
@@ -109,7 +116,17 @@ BROKEN = {
                 return torch.tanh(self.conv(x)).view(2, 2, *x.shape[2:])
         def build(o, c):
             return Gen()
-    """, r"at 32 px: failed its contract check at image size 32: RuntimeError: shape '\[2, 2, 32, 32\]' is invalid"),
+    """, r"at 32 px: raised RuntimeError: shape '\[2, 2, 32, 32\]' is invalid for input of size 2048"),
+    "batch_one_only": ("generator", """
+        class Gen(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            def forward(self, x):
+                return torch.tanh(self.conv(x)).view(1, 2, *x.shape[2:])
+        def build(o, c):
+            return Gen()
+    """, r"at 32 px: failed its contract check at image size 32, batch 2: RuntimeError: shape '\[1, 2, 32, 32\]'"),
     "ab_only": ("discriminator", """
         class Disc(nn.Module):
             def __init__(self):
@@ -123,7 +140,7 @@ BROKEN = {
     "flat_logits": ("discriminator", """
         def build(o, c):
             return nn.Sequential(nn.Conv2d(3, 1, 4, 2, 1), nn.Flatten())
-    """, r"returned \(1, 256\), expected \(1, 1, h, w\)"),
+    """, r"returned \(2, 256\), expected \(2, 1, h, w\)"),
     "backwards": ("gan_loss", """
         class Loss(nn.Module):
             def forward(self, logits, target_is_real):
@@ -138,7 +155,7 @@ BROKEN = {
                 return torch.relu(1 - logits) if target_is_real else torch.relu(1 + logits)
         def build(o, c):
             return Loss()
-    """, r"returned \(1, 1, 4, 4\), expected a scalar tensor"),
+    """, r"returned \(2, 1, 4, 4\), expected a scalar tensor"),
     "offset": ("pixel_loss", """
         class Loss(nn.Module):
             def forward(self, fake, real):
@@ -220,7 +237,7 @@ def test_kit_fails_an_option_set_that_does_not_build():
     with pytest.raises(AssertionError, match=r"options \{'n_down': 6\} at 32 px: does not build: unet: n_down 6"):
         zoo.testing.check_component("generator", "unet", image_size=32, option_sets=[{"n_down": 6}])
     with pytest.raises(AssertionError, match="no option set builds"):
-        zoo.testing.check_component("generator", "unet", image_size=24)
+        zoo.testing.check_component("generator", "unet", image_size=31)  # odd: no n_down fits
 
 
 def test_kit_fails_unknown_names_and_duplicates(tmp_path, monkeypatch):
@@ -240,5 +257,5 @@ def test_kit_fails_unknown_names_and_duplicates(tmp_path, monkeypatch):
     make_plugin_dist(tmp_path, "dupunet", {"dupunet_mod": dup}, {"dupunet": "dupunet_mod"}, version="1.0")
     monkeypatch.syspath_prepend(str(tmp_path))  # installed: importlib.metadata sees its entry point
     with pytest.raises(AssertionError, match=r"names must be unique: generator 'unet' is registered by both "
-                                             r"zoo 0.1.0 .* and dupunet 1.0 \[dupunet_mod\]"):
+                                             rf"{ZOO} .* and dupunet 1.0 \[dupunet_mod\]"):
         zoo.testing.check_component("generator", "unet", image_size=32, option_sets=[{"n_down": 5}])

@@ -11,7 +11,8 @@ from PIL import Image, ImageStat
 
 from zoo.errors import SpecError
 from zoo.evaluate import GRAY_BASELINE
-from zoo.leaderboard import Budget, render_markdown, sort_rows
+from zoo.leaderboard import Budget, sort_rows
+from zoo.leaderboard_render import render_markdown
 from zoo.metrics import METRICS
 
 from conftest import run_zoo
@@ -113,3 +114,15 @@ def test_sort_rows_follows_each_metrics_direction():
     assert [r["model"] for r in sort_rows(rows, "deltae00")] == ["c", "a", "b"]  # lower is better
     assert [r["model"] for r in sort_rows(rows, "psnr")] == ["b", "c", "a"]  # higher is better
     assert [r["model"] for r in sort_rows(rows, "train_img_per_s")] == ["c", "b", "a"]  # no value: last
+
+
+def test_model_spec_fits_each_component_by_its_declared_depth(tmp_path):
+    from zoo.leaderboard import LeaderboardConfig, model_spec
+
+    config = LeaderboardConfig.from_cli(["unet"], None, "1", None, str(tmp_path / "board"), image_size=16)
+    spec = model_spec(config, "unet", 1)
+    # the cpu preset's n_down 6 and n_layers 3 do not fit 16 px: lowered to the deepest that do
+    assert spec.generator.options["n_down"] == 4 and spec.discriminator.options["n_layers"] == 2
+    config = LeaderboardConfig.from_cli(["unet"], None, "1", None, str(tmp_path / "board"), image_size=16,
+                                        overrides=["generator.options.n_down=2"])
+    assert model_spec(config, "unet", 1).generator.options["n_down"] == 2  # the user's --set wins

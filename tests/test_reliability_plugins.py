@@ -4,6 +4,7 @@ points, the real `zoo` command (tests/test_registry.py covers `zoo list` with a 
 a duplicate name disabled by entry-point name)."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import types
 import textwrap
@@ -16,6 +17,8 @@ from zoo.registry import PluginLoadWarning, load_registry
 
 from conftest import make_plugin_dist, run_zoo
 from test_reliability_data import FAST, expect_error, expect_ok, photos, tiny_args  # noqa: F401
+
+ZOO = f"zoo {importlib.metadata.version('zoo')}"
 
 GOOD = """
     import torch.nn as nn
@@ -111,8 +114,8 @@ BAD_GENERATORS = """
 def test_wrong_output_shape_is_caught_when_built_naming_the_plugin(tmp_path, photos):
     env = site(tmp_path, {"badgens": BAD_GENERATORS})
     proc = run_zoo(*tiny_args(photos, tmp_path / "run", 1, "--gen", "one_channel"), env=env)
-    expect_error(proc, 2, "generator 'one_channel' from badgens 0.1 [badgens_mod] returned (1, 1, 32, 32), "
-                 "expected (1, 2, 32, 32)", "fix the plugin's build function")
+    expect_error(proc, 2, "generator 'one_channel' from badgens 0.1 [badgens_mod] returned (2, 1, 32, 32), "
+                 "expected (2, 2, 32, 32)", "fix the plugin's build function")
     assert not (tmp_path / "run").exists()  # refused before any data is read or folder made
 
 
@@ -128,7 +131,7 @@ def test_a_builder_returning_no_module_names_the_plugin():
 def test_duplicate_name_in_train_then_disabled_by_distribution_name(tmp_path, photos):
     env = site(tmp_path, {"dupgen": GOOD.format(name="unet", module="nn.Conv2d(1, 2, 1)")})
     proc = run_zoo(*tiny_args(photos, tmp_path / "run", 1), env=env)
-    expect_error(proc, 2, "generator 'unet' is registered by both ", "zoo 0.1.0 [zoo_plugins.generators.unet]",
+    expect_error(proc, 2, "generator 'unet' is registered by both ", f"{ZOO} [zoo_plugins.generators.unet]",
                  "dupgen 0.1 [dupgen_mod]", "ZOO_DISABLE_PLUGINS=dupgen (or =unet) to skip a plugin")
     assert not (tmp_path / "run").exists()
     # disabled by its distribution name, with a typo next to it: the typo is one warning, not silence
@@ -158,3 +161,133 @@ def test_builder_errors_name_the_plugin():
     reg = load_registry(extra_plugins=(("explode", mod),))
     with pytest.raises(PluginError, match=r"generator 'explode' from .*explode_mod.* failed to build: MemoryError"):
         reg.create("generator", "explode", {}, zoo.BuildContext(image_size=32))
+
+
+# --- issue 16: names, the probe, builders that misbehave, disabled plugins, escaping ---------------------
+
+ESCAPING = """
+    import torch.nn as nn
+    import zoo
+
+    class Opts(zoo.Options):
+        pass
+
+    @zoo.hookimpl
+    def register_generators(register):
+        register("../../escaped", lambda options, context: nn.Conv2d(1, 2, 1), Opts)
+"""
+
+
+def test_a_component_name_that_is_a_path_is_refused_at_registration(tmp_path, photos):
+    env = site(tmp_path, {"escaper": ESCAPING})
+    proc = run_zoo("list", "--json", env=env)
+    expect_ok(proc)
+    (warning,) = warning_lines(proc.stderr)
+    assert "'escaper' from escaper 0.1 [escaper_mod]" in warning and "invalid name '../../escaped'" in warning
+    assert "../../escaped" not in [c["name"] for c in json.loads(proc.stdout)["generator"]]
+    (tmp_path / "work").mkdir()
+    proc = run_zoo(*tiny_args(photos, tmp_path / "work" / "runs", 1, "--gen", "../../escaped"), env=env,
+                   cwd=tmp_path / "work")
+    expect_error(proc, 2, "no generator named '../../escaped'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site", "work"]  # nothing made outside the run folder
+    assert not (tmp_path / "work" / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", "a..b", "pkg:gen", "bad name", "tab\tname",
+                                  "esc\x1b[2J", "-dash", "_under", "", "x" * 65, "caf\u00e9", "nl\nname"])
+def test_unsafe_component_names_are_refused(name):
+    mod = types.ModuleType("names_mod")
+    mod.NAME = name  # the hook registers whatever NAME holds (control characters included)
+    code = textwrap.dedent(GOOD).replace('"{name}"', "NAME").format(module="nn.Conv2d(1, 2, 1)")
+    exec(compile(code, "names_mod", "exec"), mod.__dict__)
+    with pytest.warns(PluginLoadWarning) as record:
+        reg = load_registry(extra_plugins=(("names", mod),))
+    (message,) = [str(w.message) for w in record]
+    assert "'names' from (not installed) [names_mod]" in message and "invalid name" in message
+    assert "\n" not in message and "\x1b" not in message and "\t" not in message  # shown escaped
+    assert name not in reg.names("generator")
+
+
+@pytest.mark.parametrize("name", ["a", "unet2", "my_resnet18_unet", "v1.2-x", "A" * 64])
+def test_safe_component_names_are_accepted(name):
+    mod = types.ModuleType("ok_names_mod")
+    exec(compile(textwrap.dedent(GOOD.format(name=name, module="nn.Conv2d(1, 2, 1)")), "ok_names_mod", "exec"),
+         mod.__dict__)
+    assert name in load_registry(extra_plugins=(("ok_names", mod),)).names("generator")
+
+
+MISBEHAVING = """
+    import sys
+    import torch
+    import torch.nn as nn
+    from pydantic import Field
+    import zoo
+
+    class Opts(zoo.Options):  # takes the options the tiny test config sets, like the U-Net
+        n_down: int = Field(3, ge=1, description="unused")
+        ngf: int = Field(8, ge=1, description="unused")
+
+    class OneImage(nn.Module):  # works for a batch of one only
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        def forward(self, x):
+            return torch.tanh(self.conv(x)).view(1, 2, *x.shape[2:])
+
+    class Frozen(nn.Module):  # its weights are a buffer: nothing to train
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("weight", torch.randn(2, 1, 3, 3))
+        def forward(self, x):
+            return torch.tanh(nn.functional.conv2d(x, self.weight, padding=1))
+
+    def exits(options, context):
+        sys.exit("usage: mygen --help")
+
+    @zoo.hookimpl
+    def register_generators(register):
+        register("one_image", lambda options, context: OneImage(), Opts)
+        register("frozen", lambda options, context: Frozen(), Opts)
+        register("exits", exits, Opts)
+"""
+
+
+@pytest.mark.parametrize("gen, words", [
+    ("one_image", "generator 'one_image' from misbehaving 0.1 [misbehaving_mod] failed its contract check at "
+                  "image size 32, batch 2: RuntimeError: shape '[1, 2, 32, 32]' is invalid"),
+    ("frozen", "generator 'frozen' from misbehaving 0.1 [misbehaving_mod] has no trainable parameters"),
+    ("exits", "generator 'exits' from misbehaving 0.1 [misbehaving_mod] failed to build: SystemExit: usage: mygen "
+              "--help"),
+])
+def test_a_misbehaving_builder_is_one_error_naming_the_plugin(tmp_path, photos, gen, words):
+    env = site(tmp_path, {"misbehaving": MISBEHAVING})
+    proc = run_zoo(*tiny_args(photos, tmp_path / "run", 1, "--gen", gen), env=env)
+    expect_error(proc, 2, words)  # not exit 0 having trained nothing, not an optimizer traceback
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_hook_calling_sys_exit_is_skipped_with_one_warning(tmp_path):
+    env = site(tmp_path, {"exithook": "import sys\nimport zoo\n\n@zoo.hookimpl\ndef register_generators(register):\n"
+                                      "    sys.exit(3)\n"})
+    proc = run_zoo("list", "--json", env=env)
+    expect_ok(proc)
+    (warning,) = warning_lines(proc.stderr)
+    assert "'exithook' from exithook 0.1" in warning and "SystemExit" in warning and "unet" in proc.stdout
+
+
+def test_a_component_of_a_disabled_plugin_is_not_called_uninstalled(tmp_path, photos):
+    proc = run_zoo(*tiny_args(photos, tmp_path / "run", 1), env={**FAST, "ZOO_DISABLE_PLUGINS": "unet"})
+    error = expect_error(proc, 2, "no generator named 'unet'", "ZOO_DISABLE_PLUGINS disables the plugin(s) 'unet', "
+                         "which may provide it")
+    assert "not installed" not in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_names_and_messages_from_plugins_are_shown_escaped(tmp_path):
+    hook = ("import zoo\n\n@zoo.hookimpl\ndef register_generators(register):\n"
+            "    raise RuntimeError('\\x1b[2J\\x1b[Hgone\\nsecond line')\n")
+    env = site(tmp_path, {"esc": hook})
+    proc = run_zoo("list", env=env)
+    expect_ok(proc)
+    (warning,) = warning_lines(proc.stderr)
+    assert "\x1b" not in proc.stderr and "\\x1b[2J\\x1b[Hgone\\nsecond line" in warning

@@ -125,3 +125,90 @@ def test_resume_of_missing_or_empty_run_folder(tmp_path):
     (tmp_path / "early" / "spec.json").write_text('{"steps": 1, "generator": ')
     with pytest.raises(CheckpointError, match="spec.json' is corrupt"):
         Trainer.resume(tmp_path / "early", progress=False, log=lambda line: None)
+
+
+# --- issue 16: configs that are not regular files, and names from outside shown escaped --------------------
+
+def test_dev_null_is_an_empty_config_layer():
+    assert read_config("/dev/null") == {}
+    assert build_spec(None, "/dev/null")[0] == build_spec(None, None)[0]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"steps": 3, "data": {"batch_size": 2}}', {"steps": 3, "data": {"batch_size": 2}}),  # JSON
+    ("# a comment\nsteps = 3\n[data]\nbatch_size = 2\n", {"steps": 3, "data": {"batch_size": 2}}),  # TOML
+    ("steps: 3\ndata:\n  batch_size: 2\n", {"steps": 3, "data": {"batch_size": 2}}),  # YAML
+])
+def test_a_fifo_is_read_once_with_its_format_sniffed(tmp_path, text, expected):
+    import os
+    import threading
+
+    fifo = tmp_path / "config"
+    os.mkfifo(fifo)
+
+    def write():
+        with open(fifo, "w") as f:
+            f.write(text)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert read_config(fifo) == expected
+    finally:
+        writer.join(timeout=10)
+
+
+def test_process_substitution_config_trains(tmp_path, photos):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = (f'"$0" -m zoo train --config <(printf "steps: 1\\nseed: 7\\n") --data "$1" --out "$2" '
+               + " ".join(f"'{arg}'" for arg in TINY))
+    proc = subprocess.run(["bash", "-c", command, sys.executable, str(photos), str(out)], capture_output=True,
+                          text=True, env={**os.environ, **FAST}, timeout=300)
+    assert proc.returncode == 0 and "does not exist" not in proc.stderr, proc.stderr
+    import json
+
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["steps"] == 1 and spec["seed"] == 7
+
+
+def test_only_a_missing_config_does_not_exist(tmp_path):
+    with pytest.raises(SpecError, match=r"config file '.*nope.yaml' does not exist$"):
+        read_config(tmp_path / "nope.yaml")
+    (tmp_path / "dangling.yaml").symlink_to(tmp_path / "gone.yaml")
+    with pytest.raises(SpecError, match="is a broken link"):
+        read_config(tmp_path / "dangling.yaml")
+    (tmp_path / "notes.txt").write_text("steps: 1\n")
+    with pytest.raises(SpecError, match=r"unknown format '.txt'; use .yaml, .yml, .toml or .json"):
+        read_config(tmp_path / "notes.txt")
+
+
+def test_config_keys_and_file_names_are_shown_escaped(tmp_path):
+    (tmp_path / "keys.yaml").write_text('"\\e[2Jcolour\\nx": 1\n')
+    with pytest.raises(SpecError) as info:
+        build_spec(None, tmp_path / "keys.yaml")
+    message = str(info.value)
+    assert "\x1b" not in message and "\n" not in message and "\\x1b[2Jcolour\\nx: unknown key" in message
+    evil = tmp_path / "a\x1b[2J\nb.yaml"
+    evil.write_text("steps: [\n")
+    with pytest.raises(SpecError) as info:
+        read_config(evil)
+    assert "\x1b" not in str(info.value) and "\n" not in str(info.value) and "a\\x1b[2J\\nb.yaml" in str(info.value)
+    with pytest.raises(SpecError) as info:
+        parse_override("\x1b[2J")
+    assert "\x1b" not in str(info.value) and "--set '\\x1b[2J'" in str(info.value)
+
+
+def test_a_config_name_that_is_not_utf8_is_shown_by_its_bytes(tmp_path):
+    import os
+
+    path = tmp_path / os.fsdecode(b"lat\xe9.yaml")
+    path.write_text("steps: [\n")
+    with pytest.raises(SpecError) as info:
+        read_config(path)
+    message = str(info.value)
+    assert "lat\\xe9.yaml" in message and "malformed YAML" in message
+    message.encode("utf-8")  # printable: no lone surrogate left in it

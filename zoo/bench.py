@@ -29,9 +29,6 @@ from torch import nn
 
 from zoo.registry import Registry, get_registry
 
-#: the partner each component is measured with: a generator trains against this discriminator and vice versa
-REFERENCE = {"generator": "unet", "discriminator": "patch"}
-
 CPU_MEMORY_METHOD = ("torch.profiler (profile_memory=True): peak of the running sum of CPU allocator events "
                      "during one call, after a warm-up; weights and optimizer state excluded")
 CUDA_MEMORY_METHOD = ("torch.cuda.max_memory_allocated during one call minus memory allocated before it, after a "
@@ -39,31 +36,18 @@ CUDA_MEMORY_METHOD = ("torch.cuda.max_memory_allocated during one call minus mem
 
 
 def reference(kind: str, registry: Registry | None = None) -> str:
-    """The partner component of a kind: REFERENCE[kind] when installed, else the first registered name."""
-    names = (registry or get_registry()).names(kind)
-    return REFERENCE[kind] if REFERENCE[kind] in names else names[0]
+    """The partner component of a kind (a generator is measured against it, and vice versa): the spec's default
+    for the slot when installed, else the first registered name (:func:`zoo.spec.default_component`)."""
+    from zoo.spec import default_component
+
+    return default_component(kind, registry or get_registry())
 
 
 def fit_options(kind: str, name: str, image_size: int, options: dict[str, Any] | None = None,
                 registry: Registry | None = None) -> dict[str, Any]:
-    """``options`` (over the component's defaults) scaled down so the component builds at ``image_size``.
-
-    The one rule: a component with an integer option ``n_down`` (downsamplings, as pix2pix's U-Net) whose value
-    does not divide ``image_size`` gets the largest ``n_down`` that does (``unet`` at 64 px: 8 -> 6). Other
-    options are returned as given.
-    """
-    component = (registry or get_registry()).get(kind, name)
-    fields = component.options_model.model_fields
-    opts = dict(options or {})
-    if "n_down" in fields:
-        n = opts.get("n_down", fields["n_down"].default)
-        if isinstance(n, int) and n > 0 and image_size % 2**n:
-            fit = n
-            while fit > 1 and image_size % 2**fit:
-                fit -= 1
-            if image_size % 2**fit == 0:
-                opts["n_down"] = fit
-    return opts
+    """``options`` with the component's declared depth option lowered until it builds at ``image_size``
+    (:meth:`zoo.registry.Component.fit_options`: ``unet`` at 64 px, n_down 8 -> 6)."""
+    return (registry or get_registry()).get(kind, name).fit_options(options, image_size)
 
 
 def bench_spec(generator: str, discriminator: str, image_size: int = 64, batch_size: int = 4, device: str = "cpu",
@@ -285,6 +269,6 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-__all__ = ["CPU_MEMORY_METHOD", "CUDA_MEMORY_METHOD", "GanBench", "REFERENCE", "bench_spec", "count_parameters",
+__all__ = ["CPU_MEMORY_METHOD", "CUDA_MEMORY_METHOD", "GanBench", "bench_spec", "count_parameters",
            "fit_options", "generator_throughput", "hardware", "peak_memory", "reference", "seconds_per_call",
            "sync", "throughput", "versions"]

@@ -2,18 +2,20 @@
 
 Each model is trained by ``zoo.engine.Trainer`` from ``zoo.spec.build_spec`` with the ``cpu`` preset: the same
 discriminator, losses, data, seed and budget, only the generator differs (its options are the preset's for
-``unet`` and the component's defaults otherwise, with ``zoo.bench.fit_options`` applied so it builds at the
-image size). Each is then loaded back from its final checkpoint (``zoo.loading.load_trained``) and scored with
-``zoo.evaluate`` next to the gray baseline. Throughput columns come from ``zoo.bench``.
+``unet`` and the component's defaults otherwise, fitted to the image size by the depth option each component
+declared: :meth:`zoo.registry.Component.fit_options`). Each is then loaded back from its final checkpoint
+(``zoo.loading.load_trained``) and scored with ``zoo.evaluate`` next to the gray baseline. Throughput columns
+come from ``zoo.bench``.
 
 Outputs, in ``--out``: ``leaderboard.json`` (everything), and ``leaderboard.md`` / ``leaderboard.html`` rendered
-from it (the HTML is one self-contained file: its images are PNG data URIs).
+from it by :mod:`zoo.leaderboard_render` (the HTML is one self-contained file: its images are PNG data URIs).
+The training, loading and evaluation modules (torch) are imported when a leaderboard runs, not when the CLI
+builds its parser (which reads DEFAULT_BUDGET and SORT_KEYS from here).
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
+import difflib
+import gc
 import json
 import re
 import sys
@@ -24,29 +26,20 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import SpecError
+from zoo.fileio import write_text
+from zoo.leaderboard_render import EXTRA_COLUMNS, png_data_uri, render_html, render_markdown
 from zoo.metrics import METRICS
+from zoo.registry import get_registry
+from zoo.spec import build_spec
+from zoo.text import shown
 
 #: default --budget: GAN steps per model (measured: see README "Leaderboard")
 DEFAULT_BUDGET = "300"
 PRESET = "cpu"
 PREVIEWS = 4  # validation photos in the HTML grid
 
-#: non-metric columns: key -> (title, which direction is better)
-EXTRA_COLUMNS: dict[str, tuple[str, str | None]] = {
-    "steps": ("steps", None),
-    "train_time_s": ("train s", "lower"),
-    "train_img_per_s": ("train img/s", "higher"),
-    "infer_img_per_s": ("infer img/s", "higher"),
-    "params": ("G params", "lower"),
-    "disc_params": ("D params", None),
-}
 SORT_KEYS = list(METRICS) + ["train_img_per_s", "infer_img_per_s", "params", "train_time_s"]
-#: column order of the tables (after rank and model)
-TABLE_COLUMNS = ["deltae00", "ab_l1", "ab_l2", "ab_l1_lab", "ab_l2_lab", "psnr", "ssim", "colorfulness",
-                 "colorfulness_truth", "colorfulness_abs_diff", "steps", "train_time_s", "train_img_per_s",
-                 "infer_img_per_s", "params", "disc_params"]
 _MISSING = object()
-_FORMATS = {"train_time_s": ".1f", "train_img_per_s": ".2f", "infer_img_per_s": ".1f"}
 
 
 @dataclass(frozen=True)
@@ -62,7 +55,7 @@ class Budget:
         raw = str(text).strip().lower()
         m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(m|min|s|sec)?", raw)
         if m is None or (m.group(2) is None and "." in m.group(1)) or float(m.group(1)) <= 0:
-            raise SpecError(f"--budget {text!r}: give GAN steps per model (e.g. 300) or wall-clock minutes per "
+            raise SpecError(f"--budget {shown(text)}: give GAN steps per model (e.g. 300) or wall-clock minutes per "
                             f"model (e.g. 3m, or 90s)")
         value, unit = float(m.group(1)), m.group(2)
         if unit is None:
@@ -103,8 +96,6 @@ class LeaderboardConfig:
                  batch_size: int | None = None, seed: int | None = None, overrides: list[str] = (),
                  device: str | None = None, progress: bool = True, command: str = "") -> "LeaderboardConfig":
         """Validate names and values before anything trains (one-line errors)."""
-        from zoo.registry import get_registry
-
         registry = get_registry()
         if gens is not None and not gens:
             raise SpecError("--gens is empty: name generators separated by commas, e.g. --gens unet,resnet18_unet")
@@ -114,11 +105,9 @@ class LeaderboardConfig:
         if disc is not None:
             registry.get("discriminator", disc)
         if sort not in SORT_KEYS:
-            import difflib
-
             close = difflib.get_close_matches(sort, SORT_KEYS, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise SpecError(f"--sort {sort!r} is not a column.{hint} Available: {', '.join(SORT_KEYS)}")
+            hint = f" Did you mean {shown(close[0])}?" if close else ""
+            raise SpecError(f"--sort {shown(sort)} is not a column.{hint} Available: {', '.join(SORT_KEYS)}")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return cls(gens, disc, Budget.parse(budget if budget is not None else DEFAULT_BUDGET), data,
                    Path(out) if out else Path("runs") / f"leaderboard-{stamp}", sort, image_size, batch_size, seed,
@@ -126,10 +115,9 @@ class LeaderboardConfig:
 
 
 def model_spec(config: LeaderboardConfig, generator: str, steps: int):
-    """The TrainSpec of one leaderboard entry: cpu preset + shared flags + fitted options + --set overrides."""
-    from zoo.bench import fit_options
-    from zoo.spec import build_spec
-
+    """The TrainSpec of one leaderboard entry: cpu preset + shared flags + options fitted to the image size by the
+    components' declared depth (Component.fit_options) + --set overrides."""
+    registry = get_registry()
     flags = {"generator.name": generator, "discriminator.name": config.disc, "data.source": config.data,
              "data.image_size": config.image_size, "data.batch_size": config.batch_size, "seed": config.seed,
              "device": config.device, "steps": steps, "out": str(config.out / "runs"), "run_name": generator}
@@ -137,7 +125,7 @@ def model_spec(config: LeaderboardConfig, generator: str, steps: int):
     fitted = []
     for slot in ("generator", "discriminator"):
         comp = getattr(spec, slot)
-        opts = fit_options(slot, comp.name, spec.data.image_size, comp.options)
+        opts = registry.get(slot, comp.name).fit_options(comp.options, spec.data.image_size)
         fitted += [f"{slot}.options.{k}={json.dumps(v)}" for k, v in opts.items() if comp.options.get(k, _MISSING) != v]
     spec, _ = build_spec(PRESET, None, flags, fitted + list(config.overrides))  # the user's --set wins
     return spec
@@ -149,14 +137,6 @@ class LeaderboardResult:
     data: dict[str, Any]
 
 
-def _png_data_uri(rgb) -> str:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     """Rows ranked by ``key``: ascending unless higher is better; rows without a value go last."""
     better = METRICS[key][1] if key in METRICS else EXTRA_COLUMNS.get(key, (None, None))[1]
@@ -166,7 +146,7 @@ def sort_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 def compare_with_gray(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
     """For each model: the metrics (with a direction) on which it beats / loses to the gray baseline."""
-    from zoo.evaluate import GRAY_BASELINE
+    from zoo.evaluate import GRAY_BASELINE  # torch: see the module docstring
 
     gray = next(r for r in rows if r["model"] == GRAY_BASELINE)
     out = {}
@@ -185,15 +165,13 @@ def compare_with_gray(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[st
 
 def run_leaderboard(config: LeaderboardConfig, log: Callable[[str], None] | None = None) -> LeaderboardResult:
     """Train, evaluate and rank every generator of ``config``; write the three files; return their folder."""
-    import gc
-
+    # torch and the training stack: imported when a leaderboard runs (see the module docstring)
     from zoo import bench
     from zoo.checkpoint import list_checkpoints
     from zoo.engine import Trainer
     from zoo.runtime import select_device
     from zoo.evaluate import GRAY_BASELINE, candidate_from_trained, evaluate, load_images
     from zoo.loading import load_trained
-    from zoo.registry import get_registry
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     registry = get_registry()
@@ -259,7 +237,7 @@ def run_leaderboard(config: LeaderboardConfig, log: Callable[[str], None] | None
     for k, name in enumerate(images.names[:PREVIEWS]):
         cells = [("gray input", previews[GRAY_BASELINE][k])] + [(m, previews[m][k]) for m in order]
         cells.append(("ground truth", previews["ground truth"][k]))
-        samples.append({"image": name, "cells": [{"title": t, "png": _png_data_uri(img)} for t, img in cells]})
+        samples.append({"image": name, "cells": [{"title": t, "png": png_data_uri(img)} for t, img in cells]})
     data = {
         "title": "zoo leaderboard",
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -286,145 +264,13 @@ def run_leaderboard(config: LeaderboardConfig, log: Callable[[str], None] | None
 
 
 def write_outputs(data: dict[str, Any], out: Path) -> None:
-    from zoo.fileio import atomic_write
+    """leaderboard.json and, rendered from it, leaderboard.md and leaderboard.html, each written atomically."""
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("leaderboard.json", json.dumps(data, indent=2, allow_nan=False)),
                        ("leaderboard.md", render_markdown(data)), ("leaderboard.html", render_html(data))):
-        atomic_write(out / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Rendering (from the JSON data alone)
-
-
-def _title(key: str) -> str:
-    if key in METRICS:
-        title, better, _ = METRICS[key]
-    else:
-        title, better = EXTRA_COLUMNS[key]
-    return title + {"lower": " ↓", "higher": " ↑"}.get(better, "")
-
-
-def _cell(key: str, value: Any) -> str:
-    from zoo.evaluate import format_value
-
-    if value is None:
-        return "-"
-    if key in ("params", "disc_params"):
-        return f"{value / 1e6:.2f} M"
-    if key in _FORMATS:
-        return format(value, _FORMATS[key])
-    return format_value(key, value)
-
-
-def _summary_lines(data: dict[str, Any]) -> list[str]:
-    lines = []
-    for model, cmp in data["vs_gray"].items():
-        titles = lambda keys: ", ".join(METRICS[k][0] for k in keys) or "nothing"  # noqa: E731
-        lines.append(f"{model} beats the gray baseline on {titles(cmp['better'])}; loses on {titles(cmp['worse'])}.")
-    return lines
-
-
-def _hardware_line(hw: dict[str, Any]) -> str:
-    gpus = ", ".join(hw.get("gpus") or []) or "none"
-    return (f"{hw['cpu']}, {hw['cpu_cores']} cores ({hw['torch_threads']} torch threads); GPU: {gpus}; "
-            f"device used: {hw['device']}; {hw['platform']}, Python {hw['python']}")
-
-
-def render_markdown(data: dict[str, Any]) -> str:
-    """leaderboard.md: the ranked table, how the numbers were made, hardware and versions."""
-    p, tr = data["protocol"], data["training"]["spec"]
-    headers = [h.replace("|", "\\|") for h in ["rank", "model"] + [_title(k) for k in TABLE_COLUMNS]]
-    lines = [f"# {data['title']}", "",
-             f"Ranked by {_title(data['sort']['key'])}; {data['created']}; made with `{data['command']}`.", "",
-             "| " + " | ".join(headers) + " |", "|" + "|".join(["---:", ":---"] + ["---:"] * len(TABLE_COLUMNS)) + "|"]
-    for r in data["rows"]:
-        name = r["model"].replace("|", "\\|")
-        name = f"**{name}**" if r["generator"] is None else name
-        lines.append("| " + " | ".join([str(r["rank"]), name] + [_cell(k, r.get(k)) for k in TABLE_COLUMNS]) + " |")
-    lines += ["", *(f"- {s}" for s in _summary_lines(data)), "",
-              "## How", "",
-              f"- Budget: {data['budget']['description']}; total time {data['elapsed_s']:.0f} s.",
-              f"- Training: preset `{data['training']['preset']}`, discriminator `{tr['discriminator']['name']}` "
-              f"{json.dumps(tr['discriminator']['options'])}, GAN loss `{tr['gan_loss']['name']}`, pixel loss "
-              f"`{tr['pixel_loss']['name']}` x {tr['pixel_weight']:g}, data `{tr['data']['source']}` "
-              f"({tr['data']['image_size']} px, load {tr['data']['load_size']}, batch {tr['data']['batch_size']}), "
-              f"seed {tr['seed']}; overrides: {' '.join(data['training']['overrides']) or 'none'}.",
-              f"- Evaluation: {p['images']} {p['split']} images of `{p['data']}` at {p['image_size']} px; "
-              f"{p['resize']}.",
-              f"- Ground truth: {p['ground_truth']}. Prediction: {p['prediction']}.",
-              f"- Means: {p['means']}. {p['psnr_rule']}.",
-              "- Throughput: train img/s from the engine's GAN step on a fixed batch (median of 2 after a "
-              "warm-up); infer img/s from the trained generator in eval mode (median of 3), both in the training "
-              f"precision ({', '.join(sorted({str(r['precision']) for r in data['rows'] if r.get('precision')}))}); "
-              "evaluation runs in float32.", "",
-              "## Hardware and versions", "", f"- {_hardware_line(data['hardware'])}",
-              "- " + ", ".join(f"{k} {v}" for k, v in data["versions"].items() if v), ""]
-    return "\n".join(lines)
-
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #1a1a1a; background: #fff; }
-table { border-collapse: collapse; font-size: 13px; margin: 12px 0; }
-th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
-th { background: #24476b; color: #fff; }
-td.name { text-align: left; font-weight: 600; }
-tr.baseline td { background: #eee; font-style: italic; }
-tr:nth-child(even) td { background: #f4f8fc; }
-th.name { text-align: left; }
-.grid th { text-align: center; }
-.grid td { text-align: center; vertical-align: top; border: none; font-size: 12px; }
-.grid img { width: 160px; height: 160px; image-rendering: pixelated; display: block; margin: 2px auto; }
-.small { color: #555; font-size: 12px; }
-"""
-
-
-def render_html(data: dict[str, Any]) -> str:
-    """leaderboard.html: one self-contained page (inline CSS, images as PNG data URIs, no scripts)."""
-    e = html.escape
-    head = "<th>rank</th><th class=\"name\">model</th>" + "".join(f"<th>{e(_title(k))}</th>" for k in TABLE_COLUMNS)
-    body = []
-    for r in data["rows"]:
-        cls = ' class="baseline"' if r["generator"] is None else ""
-        cells = "".join(f"<td>{e(_cell(k, r.get(k)))}</td>" for k in TABLE_COLUMNS)
-        body.append(f"<tr{cls}><td>{r['rank']}</td><td class=\"name\">{e(r['model'])}</td>{cells}</tr>")
-    grid = []
-    if data["samples"]:
-        titles = "".join(f"<th>{e(c['title'])}</th>" for c in data["samples"][0]["cells"])
-        grid.append(f"<table class=\"grid\"><tr>{titles}</tr>")
-        for s in data["samples"]:
-            cells = "".join(f"<td><img alt=\"{e(c['title'])}: {e(s['image'])}\" src=\"{c['png']}\"></td>"
-                            for c in s["cells"])
-            grid.append(f"<tr>{cells}</tr><tr><td class=\"small\" colspan=\"{len(s['cells'])}\">{e(s['image'])}"
-                        f"</td></tr>")
-        grid.append("</table>")
-    p = data["protocol"]
-    protocol = "".join(f"<li><b>{e(k)}</b>: {e(str(p[k]))}</li>" for k in
-                       ("image_size", "data", "split", "images", "resize", "ground_truth", "model_input", "prediction",
-                        "gray_baseline", "means", "psnr_rule"))
-    versions = ", ".join(f"{e(k)} {e(str(v))}" for k, v in data["versions"].items() if v)
-    summary = "".join(f"<li>{e(s)}</li>" for s in _summary_lines(data))
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(data['title'])}</title><style>{_CSS}</style></head>
-<body>
-<h1>{e(data['title'])}</h1>
-<p>Ranked by {e(_title(data['sort']['key']))}. {e(data['budget']['description'])}; total time
-{data['elapsed_s']:.0f} s. Made {e(data['created'])} with <code>{e(data['command'])}</code>.</p>
-<table><tr>{head}</tr>
-{''.join(body)}
-</table>
-<ul>{summary}</ul>
-<h2>Validation photos</h2>
-{''.join(grid)}
-<h2>Protocol</h2>
-<ul>{protocol}</ul>
-<h2>Hardware and versions</h2>
-<p>{e(_hardware_line(data['hardware']))}</p>
-<p>{versions}</p>
-</body></html>
-"""
+        write_text(out / name, text)
 
 
 __all__ = ["Budget", "DEFAULT_BUDGET", "LeaderboardConfig", "LeaderboardResult", "SORT_KEYS", "compare_with_gray",

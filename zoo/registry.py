@@ -9,9 +9,10 @@ import difflib
 import functools
 import importlib.metadata as metadata
 import os
-
+import re
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import pluggy
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from zoo import hookspecs
 from zoo.errors import DuplicateComponent, PluginError, SpecError, UnknownComponent
+from zoo.text import one_line, shown
 
 #: component kind -> the hook that registers it
 KIND_TITLES = {"generator": "generators", "discriminator": "discriminators", "gan_loss": "GAN losses",
@@ -30,6 +32,12 @@ KINDS: dict[str, str] = {
     "pixel_loss": "register_pixel_losses",
 }
 DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
+#: a component name: it becomes part of file and folder names (run folders), so no '/', '..', ':' or spaces
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_RULE = ("1-64 letters, digits, '_', '.' or '-', starting with a letter or digit, without '..' "
+             "(no '/', ':', spaces or control characters)")
+#: the probe's batch: 2, so a net that only works for one image is caught when it is built
+PROBE_BATCH = 2
 
 
 class PluginLoadWarning(UserWarning):
@@ -55,19 +63,52 @@ class PluginInfo:
 
     @property
     def provider(self) -> str:
-        dist = f"{self.distribution} {self.version}" if self.distribution else "(not installed)"
-        return f"{dist} [{self.module}]"
+        dist = f"{one_line(self.distribution)} {one_line(self.version)}" if self.distribution else "(not installed)"
+        return f"{dist} [{one_line(self.module)}]"
+
+    @property
+    def disabled(self) -> bool:
+        return self.error == f"disabled by {DISABLE_ENV}"
+
+
+#: which kinds each declaration applies to (losses have no image size, depth or weights to declare)
+_NET_KINDS = ("generator", "discriminator")
+DECLARATION_KINDS: dict[str, tuple[str, ...]] = {
+    "size_multiple": _NET_KINDS, "min_image_size": _NET_KINDS, "depth_option": _NET_KINDS,
+    "pretrained": _NET_KINDS, "test_options": tuple(KINDS),
+}
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: hashable by identity although test_options holds dicts
+class Declarations:
+    """What a plugin declares about a component when it registers it (see :mod:`zoo.hookspecs`).
+
+    Each is optional; the defaults declare nothing: the core then assumes no size constraint, no depth to fit,
+    freshly initialised weights (or the v1 rule: a bool option named ``pretrained``) and no small test options.
+    """
+
+    size_multiple: int | Callable[[Any], int] | None = None
+    min_image_size: int | Callable[[Any], int] | None = None
+    depth_option: str | None = None
+    pretrained: str | Callable[[Any], bool] | None = None
+    test_options: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
 class Component:
-    """A registered component: how to validate its options and build it."""
+    """A registered component: how to validate its options and build it, and what its plugin declared."""
 
     kind: str
     name: str
     build: Callable[[Any, BuildContext], Any]
     options_model: type[BaseModel]
     plugin: PluginInfo
+    declared: Declarations = field(default_factory=Declarations)
+
+    @property
+    def title(self) -> str:
+        """How messages name it: ``generator 'unet' from zoo 0.1.0 [zoo_plugins.generators.unet]``."""
+        return f"{self.kind} {shown(self.name)} from {self.plugin.provider}"
 
     def options(self, raw: dict[str, Any] | BaseModel | None = None) -> BaseModel:
         """Validate raw options with the component's own model; errors become one-line SpecErrors."""
@@ -77,33 +118,165 @@ class Component:
             return self.options_model.model_validate(dict(raw or {}))
         except ValidationError as exc:
             raise SpecError(
-                f"{self.kind} {self.name!r} options: {format_validation_error(exc)}"
+                f"{self.kind} {shown(self.name)} options: {format_validation_error(exc)}"
                 f" (see `zoo list` for its options)"
             ) from None
 
+    # ---- declarations -----------------------------------------------------------------------------------
+
+    def _declared_int(self, what: str, options) -> int | None:
+        value = getattr(self.declared, what)
+        if value is None:
+            return None
+        if callable(value):
+            opts = self.options(options)
+            try:
+                value = value(opts)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the plugin's callable: its failure is the plugin's
+                raise PluginError(f"{self.title}: its declared {what} failed for options "
+                                  f"{opts.model_dump(mode='json')}: {type(exc).__name__}: {one_line(exc)}") from exc
+            if value is None:
+                return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PluginError(f"{self.title}: its declared {what} gave {one_line(repr(value))}, expected a positive "
+                              f"int: fix the plugin's register call")
+        return value
+
+    def size_multiple_for(self, options=None) -> int | None:
+        """The number the image side must be a multiple of for these options (None: no constraint declared)."""
+        return self._declared_int("size_multiple", options)
+
+    def min_image_size_for(self, options=None) -> int | None:
+        """The smallest image side these options build at (None: no constraint declared)."""
+        return self._declared_int("min_image_size", options)
+
+    def is_pretrained(self, options=None) -> bool:
+        """Whether a module built with these options already holds trained weights (the engine then does not
+        initialise it): the declared ``pretrained`` option or callable; False when none is declared."""
+        rule = self.declared.pretrained
+        if rule is None:
+            return False
+        opts = self.options(options)
+        if isinstance(rule, str):
+            return bool(getattr(opts, rule))
+        try:
+            return bool(rule(opts))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            raise PluginError(f"{self.title}: its declared pretrained rule failed: {type(exc).__name__}: "
+                              f"{one_line(exc)}") from exc
+
+    def _misfit(self, options, image_size: int) -> tuple[str, int] | None:
+        """("multiple" or "minimum", the declared number) that ``image_size`` breaks, or None."""
+        opts = self.options(options)
+        multiple = self.size_multiple_for(opts)
+        if multiple and image_size % multiple:
+            return "multiple", multiple
+        least = self.min_image_size_for(opts)
+        if least and image_size < least:
+            return "minimum", least
+        return None
+
+    def size_problem(self, options, image_size: int) -> str | None:
+        """Why these options cannot build at ``image_size`` by the declarations (one line), or None if they can."""
+        opts = self.options(options)
+        misfit = self._misfit(opts, image_size)
+        if misfit is None:
+            return None
+        what, number = misfit
+        depth = self.declared.depth_option
+        name = one_line(self.name)
+        if what == "multiple":
+            if depth:
+                fitted = self.fit_options(opts.model_dump(), image_size)
+                if self._misfit(fitted, image_size) is None:
+                    return (f"{name}: {depth} {getattr(opts, depth)} needs an image size divisible by {number}; "
+                            f"image size {image_size} allows {depth} <= {fitted[depth]}")
+            lower, higher = image_size // number * number, (image_size // number + 1) * number
+            near = f"{lower} or {higher}" if lower else f"{higher}"
+            return f"{name}: image size {image_size} is not a multiple of {number}; use {near}"
+        if depth:
+            return (f"{name}: {depth} {getattr(opts, depth)} needs an image size >= {number}; image size "
+                    f"{image_size} is too small: lower {depth}")
+        return f"{name}: image size {image_size} is too small: it needs at least {number}"
+
+    def fit_options(self, options: dict[str, Any] | None, image_size: int) -> dict[str, Any]:
+        """``options`` with the declared depth option lowered until the declared size multiple and minimum
+        image size fit ``image_size`` (pix2pix's U-Net at 64 px: n_down 8 -> 6).
+
+        Only the depth option changes, and only when it must; without a declared ``depth_option``, or when no
+        depth fits, the options are returned as given (building then says what is wrong).
+        """
+        opts = dict(options or {})
+        depth = self.declared.depth_option
+        if depth is None or self._misfit(opts, image_size) is None:
+            return opts
+        current = opts.get(depth, self.options_model.model_fields[depth].default)
+        if isinstance(current, bool) or not isinstance(current, int):
+            return opts
+        for value in range(current - 1, -1, -1):
+            candidate = {**opts, depth: value}
+            try:
+                self.options(candidate)
+            except SpecError:  # below the option's own bound
+                break
+            if self._misfit(candidate, image_size) is None:
+                return candidate
+        return opts
+
+    def test_option_sets(self, image_size: int | None = None) -> list[dict[str, Any]]:
+        """The declared small option sets (the contract kit builds each; the first trains), each fitted to
+        ``image_size`` when given."""
+        sets = [dict(s) for s in self.declared.test_options]
+        return [self.fit_options(s, image_size) for s in sets] if image_size is not None else sets
+
+    def describe_declarations(self) -> dict[str, Any]:
+        """The declarations as plain data (for ``zoo list``): size numbers at the default options, option
+        names as declared, ``"function of the options"`` for a pretrained rule given as a function."""
+        try:
+            multiple, least = self.size_multiple_for({}), self.min_image_size_for({})
+        except (PluginError, SpecError):
+            multiple = least = None
+        rule = self.declared.pretrained
+        return {"size_multiple": multiple, "min_image_size": least, "depth_option": self.declared.depth_option,
+                "pretrained": rule if rule is None or isinstance(rule, str) else "function of the options",
+                "test_options": [dict(s) for s in self.declared.test_options]}
+
+    # ---- building ---------------------------------------------------------------------------------------
+
     def create(self, raw_options: dict[str, Any] | BaseModel | None = None,
                context: BuildContext | None = None, check: bool = True):
-        """Build the component and, unless ``check`` is False, probe its input/output contract once."""
+        """Build the component and, unless ``check`` is False, probe its input/output contract once.
+
+        The declared size constraints are checked first (a one-line SpecError). Anything the builder raises
+        other than a ZooError (SystemExit included; KeyboardInterrupt excepted) is a PluginError naming the
+        plugin.
+        """
         opts = self.options(raw_options)
         context = context or BuildContext()
+        problem = self.size_problem(opts, context.image_size)
+        if problem:
+            raise SpecError(problem)
         try:
             module = self.build(opts, context)
-        except (SpecError, UnknownComponent):
+        except (SpecError, UnknownComponent, KeyboardInterrupt):
             raise
-        except Exception as exc:
-            if getattr(exc, "exit_code", None) is not None:  # a ZooError raised by the builder
+        except BaseException as exc:  # noqa: BLE001 - sys.exit() in a builder must not end zoo with rc 0
+            if getattr(exc, "exit_code", None) is not None and isinstance(exc, Exception):  # a ZooError
                 raise
-            raise PluginError(
-                f"{self.kind} {self.name!r} from {self.plugin.provider} failed to build: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+            raise PluginError(f"{self.title} failed to build: {type(exc).__name__}: {one_line(exc)}") from exc
         if check:
             import torch
 
             if not isinstance(module, torch.nn.Module):
-                raise PluginError(f"{self.kind} {self.name!r} from {self.plugin.provider}: its build returned "
-                                  f"{type(module).__name__}, expected a torch.nn.Module: fix the plugin's build "
-                                  f"function")
+                raise PluginError(f"{self.title}: its build returned {type(module).__name__}, expected a "
+                                  f"torch.nn.Module: fix the plugin's build function")
+            if self.kind in _NET_KINDS and not any(p.requires_grad for p in module.parameters()):
+                raise PluginError(f"{self.title} has no trainable parameters: weights kept in plain tensors or "
+                                  f"buffers are not trained (use nn.Parameter or torch layers)")
             _probe(self, module, context)
         return module
 
@@ -112,8 +285,8 @@ def format_validation_error(exc: ValidationError) -> str:
     """pydantic errors as one line: 'a.b: message; c: message'."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        msg = err["msg"]
+        loc = ".".join(one_line(p) for p in err["loc"]) or "(root)"  # keys from outside: escaped
+        msg = one_line(err["msg"])
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         parts.append(f"{loc}: {msg}")
@@ -121,46 +294,43 @@ def format_validation_error(exc: ValidationError) -> str:
 
 
 def _probe(component: Component, module, context: BuildContext) -> None:
-    """Run one tiny forward pass to catch plugins whose output breaks the contract."""
+    """Run one tiny forward pass of PROBE_BATCH images to catch plugins whose output breaks the contract."""
     import torch
 
-    size = context.image_size
+    size, n = context.image_size, PROBE_BATCH
     was_training = getattr(module, "training", False)
     expected = None
     try:
         with torch.no_grad():
             if component.kind == "generator":
                 module.eval()
-                out = module(torch.zeros(1, 1, size, size))
-                expected = "(1, 2, %d, %d)" % (size, size)
-                ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (1, 2, size, size)
+                out = module(torch.zeros(n, 1, size, size))
+                expected = f"({n}, 2, {size}, {size})"
+                ok = isinstance(out, torch.Tensor) and tuple(out.shape) == (n, 2, size, size)
             elif component.kind == "discriminator":
                 module.eval()
-                out = module(torch.zeros(1, 3, size, size))
-                expected = "(1, 1, h, w)"
-                ok = isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[:2] == (1, 1)
+                out = module(torch.zeros(n, 3, size, size))
+                expected = f"({n}, 1, h, w)"
+                ok = isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[:2] == (n, 1)
             elif component.kind == "gan_loss":
-                out = module(torch.zeros(1, 1, 4, 4), True)
+                out = module(torch.zeros(n, 1, 4, 4), True)
                 expected = "a scalar tensor"
                 ok = isinstance(out, torch.Tensor) and out.dim() == 0
             else:
-                out = module(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
+                out = module(torch.zeros(n, 2, 4, 4), torch.zeros(n, 2, 4, 4))
                 expected = "a scalar tensor"
                 ok = isinstance(out, torch.Tensor) and out.dim() == 0
-    except Exception as exc:
-        raise PluginError(
-            f"{component.kind} {component.name!r} from {component.plugin.provider} failed its "
-            f"contract check at image size {size}: {type(exc).__name__}: {exc}"
-        ) from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - SystemExit from a forward is the plugin's bug too
+        raise PluginError(f"{component.title} failed its contract check at image size {size}, batch {n}: "
+                          f"{type(exc).__name__}: {one_line(exc)}") from exc
     finally:
         if hasattr(module, "train"):
             module.train(was_training)
     if not ok:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise PluginError(
-            f"{component.kind} {component.name!r} from {component.plugin.provider} returned {got}, "
-            f"expected {expected}: fix the plugin's build function"
-        )
+        raise PluginError(f"{component.title} returned {got}, expected {expected}: fix the plugin's build function")
 
 
 @dataclass
@@ -178,9 +348,18 @@ class Registry:
         if name in table:
             return table[name]
         available = ", ".join(sorted(table)) or "(none)"
-        close = difflib.get_close_matches(name, list(table), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownComponent(f"no {kind.replace('_', ' ')} named {name!r}.{hint} Available: {available}")
+        close = difflib.get_close_matches(str(name), list(table), n=1)
+        hint = f" Did you mean {shown(close[0])}?" if close else ""
+        disabled = self.disabled()
+        if disabled:  # never loaded, so what they provide is unknown: say so rather than imply "not installed"
+            listed = ", ".join(shown(p.name) for p in disabled)
+            hint += (f" {DISABLE_ENV} disables the plugin(s) {listed}, which may provide it (remove a plugin from "
+                     f"{DISABLE_ENV} to load it).")
+        raise UnknownComponent(f"no {kind.replace('_', ' ')} named {shown(name)}.{hint} Available: {available}")
+
+    def disabled(self) -> list[PluginInfo]:
+        """The plugins ZOO_DISABLE_PLUGINS kept from loading (what they provide is not known)."""
+        return [p for p in self.plugins if p.disabled]
 
     def create(self, kind: str, name: str, options=None, context: BuildContext | None = None, check=True):
         return self.get(kind, name).create(options, context, check=check)
@@ -188,7 +367,7 @@ class Registry:
 
 def _check_kind(kind: str) -> str:
     if kind not in KINDS:
-        raise UnknownComponent(f"no component kind {kind!r}. Available: {', '.join(KINDS)}")
+        raise UnknownComponent(f"no component kind {shown(kind)}. Available: {', '.join(KINDS)}")
     return kind
 
 
@@ -228,7 +407,7 @@ def load_registry(extra_plugins: tuple[tuple[str, object], ...] = (), entry_poin
             pm.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as exc:
             info = PluginInfo(info.name, info.module, info.distribution, info.version, f"invalid plugin: {exc}")
-            warnings.warn(f"zoo plugin {name!r} from {info.provider} is invalid and was skipped: {exc}",
+            warnings.warn(f"zoo plugin {shown(name)} from {info.provider} is invalid and was skipped: {one_line(exc)}",
                           PluginLoadWarning, stacklevel=3)
         else:
             infos[name] = info
@@ -245,23 +424,26 @@ def load_registry(extra_plugins: tuple[tuple[str, object], ...] = (), entry_poin
                 continue
             try:
                 plugin = ep.load()
-            except (Exception, SystemExit) as exc:  # a broken plugin must not take the others down
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a broken plugin (sys.exit included) must not take the others down
                 registry.plugins.append(PluginInfo(info.name, info.module, info.distribution, info.version,
-                                                   f"failed to import: {type(exc).__name__}: {exc}"))
+                                                   f"failed to import: {type(exc).__name__}: {one_line(exc)}"))
                 warnings.warn(
-                    f"zoo plugin {ep.name!r} from {info.provider} failed to import and was skipped "
-                    f"(the other plugins work): {type(exc).__name__}: {exc}", PluginLoadWarning, stacklevel=2)
+                    f"zoo plugin {shown(ep.name)} from {info.provider} failed to import and was skipped "
+                    f"(the other plugins work): {type(exc).__name__}: {one_line(exc)}", PluginLoadWarning, stacklevel=2)
                 continue
             add(ep.name, plugin, info)
     for name, plugin in extra_plugins:
-        if name in blocked:
-            continue
         module = getattr(plugin, "__name__", type(plugin).__name__)
+        if name in blocked:
+            registry.plugins.append(PluginInfo(name, module, error=f"disabled by {DISABLE_ENV}"))
+            continue
         add(name, plugin, PluginInfo(name, module))
     pm.check_pending()
     known = {p.name for p in registry.plugins} | {p.distribution for p in registry.plugins if p.distribution}
     for name in sorted(blocked - known - {n for n, _ in extra_plugins}):
-        warnings.warn(f"{DISABLE_ENV} names {name!r}, which is no installed zoo plugin or distribution (see "
+        warnings.warn(f"{DISABLE_ENV} names {shown(name)}, which is no installed zoo plugin or distribution (see "
                       f"`zoo plugins`)", PluginLoadWarning, stacklevel=2)
 
     failed: set[str] = set()
@@ -275,11 +457,13 @@ def load_registry(extra_plugins: tuple[tuple[str, object], ...] = (), entry_poin
                 impl.function(register=functools.partial(_register, registry, kind, info))
             except DuplicateComponent:  # two providers of one name: the user must choose (see the message)
                 raise
-            except Exception as exc:  # a plugin whose hook raises is skipped whole, like one that fails to import
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - skipped whole, like a plugin that fails to import
                 failed.add(impl.plugin_name)
-                reason = f"failed while registering its {KIND_TITLES[kind]}: {type(exc).__name__}: {exc}"
+                reason = f"failed while registering its {KIND_TITLES[kind]}: {type(exc).__name__}: {one_line(exc)}"
                 _drop_plugin(registry, info, reason)
-                warnings.warn(f"zoo plugin {impl.plugin_name!r} from {info.provider} {reason}; it was skipped (the "
+                warnings.warn(f"zoo plugin {shown(impl.plugin_name)} from {info.provider} {reason}; it was skipped (the "
                               f"other plugins work)", PluginLoadWarning, stacklevel=2)
     return registry
 
@@ -294,23 +478,85 @@ def _drop_plugin(registry: Registry, info: PluginInfo, reason: str) -> None:
 
 
 def _register(registry: Registry, kind: str, info: PluginInfo, name: str, build: Callable,
-              options_model: type[BaseModel]) -> None:
-    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
-        raise PluginError(f"plugin {info.provider} registered a {kind} with invalid name {name!r}")
+              options_model: type[BaseModel], *extra: Any, **declarations: Any) -> None:
+    """The ``register`` a hook receives: ``register(name, build, Options, **declarations)``."""
+    if extra:
+        raise PluginError(f"plugin {info.provider}: register({shown(name)}, ...) got {len(extra)} argument(s) after "
+                          f"Options: declarations are keywords, e.g. size_multiple=32 (see zoo.hookspecs)")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise PluginError(f"plugin {info.provider} registered a {kind} with invalid name {shown(name)}: a component "
+                          f"name is {NAME_RULE}")
     if not callable(build):
-        raise PluginError(f"plugin {info.provider}: {kind} {name!r} has a build that is not callable")
+        raise PluginError(f"plugin {info.provider}: {kind} {shown(name)} has a build that is not callable")
     if not (isinstance(options_model, type) and issubclass(options_model, BaseModel)):
-        raise PluginError(f"plugin {info.provider}: {kind} {name!r} options must be a zoo.Options subclass")
+        raise PluginError(f"plugin {info.provider}: {kind} {shown(name)} options must be a zoo.Options subclass")
+    declared = _declarations(kind, name, options_model, info, declarations)
     table = registry.components[kind]
     if name in table:
         other = table[name].plugin
         # Suggest skipping the add-on, not zoo's own built-in (entry points load in sys.path order).
         first, second = sorted((other, info), key=lambda p: p.distribution == "zoo")
         raise DuplicateComponent(
-            f"{kind} {name!r} is registered by both {other.provider} and {info.provider}: uninstall one, "
-            f"or set {DISABLE_ENV}={first.name} (or ={second.name}) to skip a plugin"
+            f"{kind} {shown(name)} is registered by both {other.provider} and {info.provider}: uninstall one, "
+            f"or set {DISABLE_ENV}={one_line(first.name)} (or ={one_line(second.name)}) to skip a plugin"
         )
-    table[name] = Component(kind, name, build, options_model, info)
+    table[name] = Component(kind, name, build, options_model, info, declared)
+
+
+def _declarations(kind: str, name: str, options_model: type[BaseModel], info: PluginInfo,
+                  given: dict[str, Any]) -> Declarations:
+    """Validate a register call's declarations (see zoo.hookspecs); a mistake is a PluginError naming the plugin."""
+    where = f"plugin {info.provider}: {kind} {shown(name)}"
+    known = [f.name for f in fields(Declarations)]
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {shown(close[0])}?" if close else ""
+            raise PluginError(f"{where}: unknown declaration {shown(key)}.{hint} Declarations: {', '.join(known)}")
+        if kind not in DECLARATION_KINDS[key]:
+            raise PluginError(f"{where}: the declaration {key} does not apply to a {kind.replace('_', ' ')} (only "
+                              f"to {' and '.join(DECLARATION_KINDS[key])}s)")
+    model_fields = options_model.model_fields
+
+    def option_named(key: str, types: tuple[type, ...], what: str) -> None:
+        value = given[key]
+        if not isinstance(value, str) or value not in model_fields:
+            raise PluginError(f"{where}: {key}={one_line(repr(value))} must name one of its options "
+                              f"({', '.join(model_fields) or 'it has none'})")
+        default = model_fields[value].default
+        if not isinstance(default, types) or (bool not in types and isinstance(default, bool)):
+            raise PluginError(f"{where}: {key}={shown(value)} must name {what} option (its default is "
+                              f"{one_line(repr(default))})")
+
+    for key in ("size_multiple", "min_image_size"):
+        value = given.get(key)
+        if value is None or callable(value):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PluginError(f"{where}: {key}={one_line(repr(value))} must be a positive int or a function "
+                              f"options -> int")
+    if given.get("depth_option") is not None:
+        option_named("depth_option", (int,), "an integer")
+    pretrained = given.get("pretrained")
+    if pretrained is not None and not callable(pretrained):
+        option_named("pretrained", (bool,), "a boolean")
+    if pretrained is None and "pretrained" in model_fields and isinstance(model_fields["pretrained"].default, bool):
+        pretrained = "pretrained"  # the v1 contract's rule, kept for plugins that declare nothing
+    raw_tests = given.get("test_options") or ()
+    if isinstance(raw_tests, Mapping):
+        raw_tests = (raw_tests,)
+    if not isinstance(raw_tests, (list, tuple)) or not all(isinstance(t, Mapping) for t in raw_tests):
+        raise PluginError(f"{where}: test_options must be a dict of option values or a list of them")
+    tests = []
+    for options in raw_tests:
+        try:
+            options_model.model_validate(dict(options))
+        except ValidationError as exc:
+            raise PluginError(f"{where}: test_options {one_line(repr(dict(options)))} are invalid: "
+                              f"{format_validation_error(exc)}") from None
+        tests.append(dict(options))
+    return Declarations(size_multiple=given.get("size_multiple"), min_image_size=given.get("min_image_size"),
+                        depth_option=given.get("depth_option"), pretrained=pretrained, test_options=tuple(tests))
 
 
 @functools.lru_cache(maxsize=1)
@@ -348,5 +594,5 @@ def describe_options(model: type[BaseModel]) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["BuildContext", "Component", "KINDS", "PluginInfo", "PluginLoadWarning", "Registry", "get_registry",
+__all__ = ["BuildContext", "Component", "Declarations", "KINDS", "NAME_PATTERN", "PluginInfo", "PluginLoadWarning", "Registry", "get_registry",
            "load_registry", "names", "describe_options", "disabled_plugins"]

@@ -21,6 +21,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from zoo.errors import SpecError
 from zoo.options import Options
 from zoo.registry import BuildContext, Registry, format_validation_error
+from zoo.text import one_line, shown
 
 SLOTS = {"generator": "generator", "discriminator": "discriminator", "gan_loss": "gan_loss",
          "pixel_loss": "pixel_loss"}
@@ -82,7 +83,8 @@ class InitSpec(SpecOptions):
     gain: float = Field(0.02, gt=0, le=10, description="std of the normal init / gain of xavier")
     apply_to: list[Literal["generator", "discriminator"]] = Field(
         default_factory=lambda: ["generator", "discriminator"],
-        description="nets to initialise (a component built with pretrained=true is never re-initialised)")
+        description="nets to initialise (a component whose options say it holds trained weights, by its "
+                    "declared pretrained option such as pretrained=true, is never re-initialised)")
 
 
 class PretrainSpec(SpecOptions):
@@ -94,11 +96,28 @@ class PretrainSpec(SpecOptions):
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of the pretraining stage")
 
 
+#: the component of each slot when a spec names none (data, like the presets)
+DEFAULT_COMPONENTS = {"generator": "unet", "discriminator": "patch", "gan_loss": "vanilla", "pixel_loss": "l1"}
+
+
+def default_component(slot: str, registry: Registry) -> str:
+    """The component the core pairs others with in a slot (benchmarks, ``zoo leaderboard``, the contract kit):
+    the slot's default (DEFAULT_COMPONENTS) when registered, else the first registered name."""
+    names = registry.names(slot)
+    if not names:
+        raise SpecError(f"no {slot.replace('_', ' ')} is registered (see `zoo plugins`)")
+    return DEFAULT_COMPONENTS[slot] if DEFAULT_COMPONENTS[slot] in names else names[0]
+
+
+def _default(slot: str):
+    return lambda: ComponentSpec(name=DEFAULT_COMPONENTS[slot])
+
+
 class TrainSpec(SpecOptions):
-    generator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="unet"))
-    discriminator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="patch"))
-    gan_loss: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="vanilla"))
-    pixel_loss: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="l1"))
+    generator: ComponentSpec = Field(default_factory=_default("generator"))
+    discriminator: ComponentSpec = Field(default_factory=_default("discriminator"))
+    gan_loss: ComponentSpec = Field(default_factory=_default("gan_loss"))
+    pixel_loss: ComponentSpec = Field(default_factory=_default("pixel_loss"))
     pixel_weight: float = Field(100.0, ge=0, description="lambda: weight of the pixel loss in the G loss")
     data: DataSpec = Field(default_factory=DataSpec)
     gen_optim: OptimizerSpec = Field(default_factory=OptimizerSpec)
@@ -191,7 +210,7 @@ def _construct_unique_mapping(loader: _PlainYamlLoader, node: yaml.MappingNode, 
         if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
             key = loader.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {shown(key)}", key_node.start_mark)
             seen.add(key)
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
@@ -204,55 +223,83 @@ def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"duplicate key {key!r}")
+            raise ValueError(f"duplicate key {shown(key)}")
         out[key] = value
     return out
+
+
+#: formats by file suffix; a path without one of these that is not a regular file is sniffed (see read_config)
+CONFIG_FORMATS = {".yaml": "YAML", ".yml": "YAML", ".toml": "TOML", ".json": "JSON"}
+_TOML_START = re.compile(r"^\s*(\[[^\]]+\]|[A-Za-z0-9_.\"'-]+\s*=)")
+
+
+def _sniff_format(text: str) -> str:
+    """The format of a config read from a pipe or device: JSON if it starts with '{', TOML if its first
+    meaningful line is a [table] or key = value, else YAML (an empty text is an empty YAML document)."""
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line.lstrip().startswith("{"):
+            return "JSON"
+        return "TOML" if _TOML_START.match(line) and not line.rstrip().endswith(":") else "YAML"
+    return "YAML"
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML, TOML or JSON config file into a dict; one-line SpecError on any problem.
 
-    YAML is read as plain data (tags such as ``!!python/object`` are refused, nothing is ever run) and a
-    key given twice in one mapping is an error in every format.
+    The format comes from the suffix (.yaml/.yml, .toml, .json). Any readable file-like path works: a path that
+    is not a regular file and has none of these suffixes (a pipe such as bash's ``<(...)`` = ``/dev/fd/63``,
+    ``/dev/stdin``) is read once and its format sniffed (JSON if it starts with ``{``, TOML if its first line is
+    a ``[table]`` or ``key = value``, else YAML). An empty file, ``/dev/null`` included, is an empty config: a
+    layer that changes nothing. YAML is read as plain data (tags such as ``!!python/object`` are refused,
+    nothing is ever run) and a key given twice in one mapping is an error in every format.
     """
     path = Path(path)
+    name = shown(path)
     if path.is_dir():
-        raise SpecError(f"config file {str(path)!r} is a folder: give a .yaml, .toml or .json file")
-    if not path.is_file():
-        raise SpecError(f"config file {str(path)!r} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read config file {str(path)!r}: {exc}") from None
+        raise SpecError(f"config file {name} is a folder: give a .yaml, .toml or .json file")
+    if not path.exists():
+        why = "is a broken link" if path.is_symlink() else "does not exist"
+        raise SpecError(f"config file {name} {why}")
     suffix = path.suffix.lower()
+    fmt = CONFIG_FORMATS.get(suffix)
+    if fmt is None and path.is_file():
+        raise SpecError(f"config file {name}: unknown format {shown(suffix)}; use .yaml, .yml, .toml or .json")
     try:
-        if suffix in (".yaml", ".yml"):
+        with open(path, "rb") as f:  # once: a pipe cannot be read twice
+            text = f.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SpecError(f"cannot read config file {name}: {one_line(reason)}") from None
+    if fmt is None:
+        fmt = _sniff_format(text)
+    try:
+        if fmt == "YAML":
             data = yaml.load(text, Loader=_PlainYamlLoader)  # noqa: S506 - a SafeLoader subclass
-        elif suffix == ".toml":
+        elif fmt == "TOML":
             data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text, object_pairs_hook=_unique_json_object)
         else:
-            raise SpecError(f"config file {str(path)!r}: unknown format {suffix!r}; use .yaml, .yml, .toml or .json")
+            data = json.loads(text, object_pairs_hook=_unique_json_object)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         tag = _YAML_TAG.search(problem)
         if tag:
-            raise SpecError(f"config file {str(path)!r}{where}: refused YAML tag '!!{tag.group(1)}': a config holds "
-                            f"plain data only (zoo never builds Python objects from YAML)") from None
-        raise SpecError(f"config file {str(path)!r}{where}: malformed YAML: {problem}") from None
+            raise SpecError(f"config file {name}{where}: refused YAML tag '!!{one_line(tag.group(1))}': a config "
+                            f"holds plain data only (zoo never builds Python objects from YAML)") from None
+        raise SpecError(f"config file {name}{where}: malformed YAML: {one_line(problem)}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"config file {str(path)!r}: malformed TOML: {exc}") from None
+        raise SpecError(f"config file {name}: malformed TOML: {one_line(exc)}") from None
     except ValueError as exc:  # json.JSONDecodeError, or a duplicate key found by _unique_json_object
-        raise SpecError(f"config file {str(path)!r}: malformed JSON: {exc}") from None
+        raise SpecError(f"config file {name}: malformed JSON: {one_line(exc)}") from None
     except RecursionError:
-        raise SpecError(f"config file {str(path)!r}: nested too deeply to be a spec") from None
+        raise SpecError(f"config file {name}: nested too deeply to be a spec") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SpecError(f"config file {str(path)!r} must hold a mapping of spec keys, not {type(data).__name__}")
+        raise SpecError(f"config file {name} must hold a mapping of spec keys, not {type(data).__name__}")
     return data
 
 
@@ -261,7 +308,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise SpecError(f"--set {item!r}: expected dotted.key=value, e.g. --set generator.options.ngf=32")
+        raise SpecError(f"--set {shown(item)}: expected dotted.key=value, e.g. --set generator.options.ngf=32")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -304,14 +351,14 @@ def build_spec(preset: str | None = None, config: str | Path | None = None, flag
         if preset not in PRESETS:
             import difflib
             close = difflib.get_close_matches(preset, list(PRESETS), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise SpecError(f"no preset named {preset!r}.{hint} Available: {', '.join(PRESETS)}")
+            hint = f" Did you mean {shown(close[0])}?" if close else ""
+            raise SpecError(f"no preset named {shown(preset)}.{hint} Available: {', '.join(PRESETS)}")
         preset_name = preset
         why = f"preset {preset_name!r} ({PRESETS[preset_name][0]})"
     raw: dict[str, Any] = merge({}, PRESETS[preset_name][1])
     if config is not None:
         raw = merge(raw, read_config(config))
-        why += f", then config {str(config)!r}"
+        why += f", then config {shown(config)}"
     for key, value in (flags or {}).items():
         if value is not None:
             raw = merge(raw, _nested(key.split("."), value))

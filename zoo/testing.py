@@ -15,17 +15,21 @@ For one registered component, :func:`check_component` checks what :mod:`zoo.hook
 - the name is registered by exactly one plugin (loading the registry raises DuplicateComponent otherwise);
 - its options: every field has a default and a description, numeric fields have bounds, and an unknown key
   is rejected;
-- for the default options, each ``option_sets`` entry and a "tiny" set (the first option set with the
-  known width and depth options ``ngf``, ``ndf``, ``n_blocks`` at small values): it builds at
+- for the default options, each ``option_sets`` entry and each option set the plugin declared with
+  ``register(..., test_options=...)`` (fitted to ``image_size`` by its declared ``depth_option``): it builds at
   ``image_size``, maps inputs of the right shape and range to outputs of the right shape and range, and a
   backward pass reaches every parameter with finite gradients;
 - a few steps of the real engine (:class:`zoo.engine.Trainer`, on the embedded photos, in a temporary
-  folder) with the component in its slot and small built-ins elsewhere: the losses stay finite and the
+  folder) with the component in its slot, trained with its first declared test set (else the first
+  ``option_sets`` entry, else its defaults), and in every other slot the slot's default component
+  (:func:`zoo.spec.default_component`) with its own first declared test set: the losses stay finite and the
   weights it is responsible for change.
 
-A builder may refuse an image size with a one-line :class:`zoo.ZooError` for its *default* options (the
-``unet``'s default depth needs 256 px); the kit then needs another option set that builds. A failure raises
+The default options and the declared sets may be refused at ``image_size`` with a one-line
+:class:`zoo.ZooError` (the ``unet``'s default depth needs 256 px); the author's ``option_sets`` must build, and
+at least one set must. A failure raises
 ``AssertionError`` naming the component, its plugin and distribution, the options and what broke.
+:func:`image_size_for` gives the smallest image size at least 32 that a component's declarations allow.
 """
 from __future__ import annotations
 
@@ -41,9 +45,8 @@ from torch import nn
 
 from zoo.errors import DuplicateComponent, PluginError, SpecError, UnknownComponent, ZooError
 from zoo.registry import KINDS, BuildContext, Component, Registry, describe_options, load_registry
+from zoo.text import shown
 
-#: width and depth options the kit shrinks for its "tiny" option set: name -> the value it tries
-TINY_SIZE_OPTIONS = {"ngf": 8, "ndf": 8, "n_blocks": 2}
 #: the option key used to check that unknown keys are rejected
 UNKNOWN_KEY = "zoo_contract_unknown_option"
 BATCH = 2
@@ -73,13 +76,13 @@ class _Checker:
         where = ""
         if self.options is not None:
             where = f" with options {self.options}" if self.options else " with default options"
-        raise AssertionError(f"zoo contract: {c.kind} {c.name!r} from {c.plugin.provider}{where} at "
+        raise AssertionError(f"zoo contract: {c.title}{where} at "
                              f"{self.image_size} px: {what}")
 
     def without_prefix(self, message: str) -> str:
         """A registry error without its "<kind> '<name>' from <provider> " start, which fail() adds anyway."""
         c = self.component
-        prefix = f"{c.kind} {c.name!r} from {c.plugin.provider} "
+        prefix = f"{c.title} "
         return message[len(prefix):] if message.startswith(prefix) else message
 
     def check(self, ok: bool, what: str) -> None:
@@ -97,7 +100,7 @@ def check_component(kind: str, name: str, image_size: int = 64,
     installed plugin). Raises AssertionError on the first failure; returns a :class:`ContractReport`.
     """
     if kind not in KINDS:
-        raise AssertionError(f"zoo contract: no component kind {kind!r}; kinds: {', '.join(KINDS)}")
+        raise AssertionError(f"zoo contract: no component kind {shown(kind)}; kinds: {', '.join(KINDS)}")
     threads = torch.get_num_threads()
     # Tiny tensors: one thread saves the thread pool's cost per op; on a busy 2-core machine, pool threads
     # competing with other processes made these checks 5-10x slower (measured).
@@ -118,18 +121,19 @@ def _check_component(kind, name, image_size, option_sets, train_steps, registry,
     try:
         component = registry.get(kind, name)
     except UnknownComponent as exc:
-        raise AssertionError(f"zoo contract: {exc} (is the plugin installed and in the entry-point group "
-                             f"'zoo'? see `zoo plugins`)") from None
+        hint = "" if registry.disabled() else " (is the plugin installed and in the entry-point group 'zoo'? see " \
+                                                "`zoo plugins`)"
+        raise AssertionError(f"zoo contract: {exc}{hint}") from None
     checker = _Checker(component, image_size)
     report = ContractReport(kind, name, component.plugin.provider)
     _check_options_model(checker)
 
     author_sets = [dict(s) for s in (option_sets or [])]
     candidates: list[tuple[dict[str, Any], str]] = [({}, "defaults")]
-    candidates += [(s, "author") for s in author_sets]
-    tiny = _tiny_options(component, author_sets[0] if author_sets else {})
-    if tiny is not None and all(tiny != s for s, _ in candidates):
-        candidates.append((tiny, "tiny"))
+    for options, origin in [(s, "author") for s in author_sets] + \
+            [(s, "declared") for s in component.test_option_sets(image_size)]:
+        if all(options != s for s, _ in candidates):  # a set given twice is checked once
+            candidates.append((options, origin))
 
     for options, origin in candidates:
         checker.options = options
@@ -146,7 +150,7 @@ def _check_component(kind, name, image_size, option_sets, train_steps, registry,
             checker.fail(checker.without_prefix(str(exc)))
         except ZooError as exc:
             checker.check("\n" not in str(exc), f"a refusal must be one line, got: {str(exc)!r}")
-            if origin == "author":
+            if origin == "author":  # the defaults and declared sets may not fit every size: a refusal
                 checker.fail(f"does not build: {exc}")
             report.refused.append((options, str(exc)))
             continue
@@ -165,9 +169,8 @@ def _check_component(kind, name, image_size, option_sets, train_steps, registry,
     checker.options = None
     checker.check(bool(report.checked), "no option set builds: pass option_sets that fit this image size "
                                         f"(refused: {'; '.join(reason for _, reason in report.refused)})")
-    built = [(s, origin) for s, origin in candidates if s in report.checked]
-    train_options = next(s for preferred in ("tiny", "author", "defaults") for s, origin in built
-                         if origin == preferred)
+    declared = component.test_option_sets(image_size)
+    train_options = next(s for s in declared + author_sets + [{}] if s in report.checked)
     checker.options = train_options
     report.trained_with = train_options
     report.last_losses = _train(checker, registry, train_options, train_steps, device)
@@ -207,18 +210,6 @@ def _check_options_model(checker: _Checker) -> None:
     else:
         checker.fail(f"the unknown option key {UNKNOWN_KEY!r} was accepted: subclass zoo.Options "
                      f"(extra='forbid') so that typos are errors")
-
-
-def _tiny_options(component: Component, base: dict[str, Any]) -> dict[str, Any] | None:
-    """``base`` with the known width/depth options lowered to small values (None: the component has none)."""
-    fields = component.options_model.model_fields
-    tiny = dict(base)
-    for key, small in TINY_SIZE_OPTIONS.items():
-        if key in fields and key not in base:
-            default = fields[key].default
-            if isinstance(default, int) and default > small:
-                tiny[key] = small
-    return tiny if tiny != base else None
 
 
 # ---- per-kind tensor checks ---------------------------------------------------------------------------
@@ -325,14 +316,32 @@ _KIND_CHECKS = {"generator": _check_generator, "discriminator": _check_discrimin
 
 # ---- a few steps of the real engine ----------------------------------------------------------------------
 
-def _tiny_builtins(size: int) -> dict[str, dict[str, Any]]:
-    n_down = next((k for k in (3, 2, 1) if size % 2 ** k == 0), 1)
-    return {
-        "generator": {"name": "unet", "options": {"n_down": n_down, "ngf": 8}},
-        "discriminator": {"name": "patch", "options": {"ndf": 8, "n_layers": 2 if size >= 12 else 1}},
-        "gan_loss": {"name": "vanilla"},
-        "pixel_loss": {"name": "l1"},
-    }
+def partners(registry: Registry, image_size: int, but: str | None = None) -> dict[str, dict[str, Any]]:
+    """The components the kit pairs a checked one with: in each slot (but ``but``) the slot's default component
+    (:func:`zoo.spec.default_component`) with its first declared test option set, fitted to ``image_size``."""
+    from zoo.spec import default_component
+
+    out = {}
+    for slot in KINDS:
+        if slot == but:
+            continue
+        component = registry.get(slot, default_component(slot, registry))
+        tests = component.test_option_sets(image_size)
+        out[slot] = {"name": component.name, "options": tests[0] if tests else component.fit_options({}, image_size)}
+    return out
+
+
+def image_size_for(kind: str, name: str, at_least: int = 32, registry: Registry | None = None) -> int:
+    """The smallest image side >= ``at_least`` at which the component's first declared test option set (fitted by
+    its declared depth option) meets its declared size constraints (``at_least`` when it declares none)."""
+    component = (registry or load_registry()).get(kind, name)
+    tests = component.declared.test_options
+    options = dict(tests[0]) if tests else {}
+    for size in range(at_least, 4097):
+        if component.size_problem(component.fit_options(options, size), size) is None:
+            return size
+    raise AssertionError(f"zoo contract: {component.title}: no image size from {at_least} to 4096 px meets its "
+                         f"declared size constraints with options {options}")
 
 
 def _parameters(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -351,7 +360,7 @@ def _train(checker: _Checker, registry: Registry, options: dict[str, Any], steps
 
     kind, size = checker.component.kind, checker.image_size
     raw: dict[str, Any] = {
-        **_tiny_builtins(size), kind: {"name": checker.component.name, "options": options},
+        **partners(registry, size, but=kind), kind: {"name": checker.component.name, "options": options},
         "data": {"source": "embedded", "image_size": size, "batch_size": BATCH, "val_images": BATCH},
         "steps": steps, "log_every": 1, "sample_every": 10_000, "checkpoint_every": 10_000, "num_samples": 1,
         "device": device, "seed": 0,
@@ -401,4 +410,4 @@ def _train(checker: _Checker, registry: Registry, options: dict[str, Any], steps
         return {k: v for k, v in losses[-1].items() if k not in skip}
 
 
-__all__ = ["ContractReport", "check_component", "parametrize_registered"]
+__all__ = ["ContractReport", "check_component", "image_size_for", "parametrize_registered", "partners"]

@@ -11,7 +11,6 @@ from pydantic import Field
 from torch import nn
 
 import zoo
-from zoo.errors import SpecError
 
 
 class PatchOptions(zoo.Options):
@@ -26,11 +25,15 @@ def output_size(image_size: int, n_layers: int) -> int:
     return image_size // 2 ** n_layers - 2
 
 
+def min_image_size(options: PatchOptions) -> int:
+    """The smallest side giving a logit grid of at least 1x1 (output_size >= 1)."""
+    return 3 * 2 ** options.n_layers
+
+
 def build(options: PatchOptions, context: zoo.BuildContext) -> nn.Module:
-    """Lab (B, 3, H, W) -> logits (B, 1, H/2**n_layers - 2, W/2**n_layers - 2); no activation."""
-    n, size = options.n_layers, context.image_size
-    if output_size(size, n) < 1:
-        raise SpecError(f"patch: n_layers {n} needs an image size >= {3 * 2 ** n}; image size {size} is too small")
+    """Lab (B, 3, H, W) -> logits (B, 1, H/2**n_layers - 2, W/2**n_layers - 2); no activation. H, W >= 3*2**n_layers
+    (declared: the core checks it before building)."""
+    n = options.n_layers
 
     def block(c_in, c_out, stride):  # (B, c_in, S, S) -> (B, c_out, S/2, S/2) or (B, c_out, S-1, S-1)
         if options.norm == "none":
@@ -49,4 +52,5 @@ def build(options: PatchOptions, context: zoo.BuildContext) -> nn.Module:
 
 @zoo.hookimpl
 def register_discriminators(register):
-    register("patch", build, PatchOptions)
+    register("patch", build, PatchOptions, min_image_size=min_image_size, depth_option="n_layers",
+             test_options=[{"ndf": 8, "n_layers": 2}, {"ndf": 8, "n_layers": 2, "norm": "instance"}])

@@ -31,6 +31,7 @@ TORCHVISION_BACKBONES = ("resnet18", "resnet34", "resnet50")
 TIMM_PREFIX = "timm:"
 PROBE_TIMEOUT_S = 5  # a download host that does not answer this fast is treated as offline
 NO_PRETRAINED = "--set generator.options.pretrained=false"
+OUTPUT_STRIDE = 32  # the ResNet encoder's downsampling: image sides must be multiples of it
 
 
 class ResnetUnetOptions(zoo.Options):
@@ -129,14 +130,9 @@ def _timm_resnet(name: str, pretrained: bool) -> nn.Module:
 
 
 def build(options: ResnetUnetOptions, context: zoo.BuildContext) -> nn.Module:
-    """L (B, 1, H, W) -> ab (B, 2, H, W), in [-1, 1] with output_activation tanh; H, W divisible by 32."""
+    """L (B, 1, H, W) -> ab (B, 2, H, W), in [-1, 1] with output_activation tanh; H, W divisible by 32 (declared:
+    the core checks it before building)."""
     size = context.image_size
-    if size % 32:
-        lower, higher = size // 32 * 32, (size // 32 + 1) * 32
-        options_hint = f"{lower} or {higher}" if lower else f"{higher}"
-        raise SpecError(f"resnet18_unet: image size {size} is not divisible by 32 (the ResNet encoder downsamples "
-                        f"32x); use e.g. {options_hint}")
-
     from fastai.vision.learner import create_body
     from fastai.vision.models.unet import DynamicUnet
 
@@ -157,4 +153,7 @@ def build(options: ResnetUnetOptions, context: zoo.BuildContext) -> nn.Module:
 
 @zoo.hookimpl
 def register_generators(register):
-    register("resnet18_unet", build, ResnetUnetOptions)
+    # Every backbone offered (torchvision's and timm's ResNets) downsamples 32x: the stem's stride-2 conv and
+    # max pool, then three stride-2 stages.
+    register("resnet18_unet", build, ResnetUnetOptions, size_multiple=OUTPUT_STRIDE, pretrained="pretrained",
+             test_options=[{}])

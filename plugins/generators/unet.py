@@ -13,7 +13,6 @@ from pydantic import Field
 from torch import nn
 
 import zoo
-from zoo.errors import SpecError
 
 IN_CHANNELS, OUT_CHANNELS = 1, 2
 MAX_N_DOWN = 10
@@ -39,21 +38,10 @@ class SkipLevel(nn.Module):
         return torch.cat([x, self.block(x)], dim=1)
 
 
-def _largest_n_down(image_size: int) -> int:
-    n = 0
-    while n < MAX_N_DOWN and image_size % 2 ** (n + 1) == 0:
-        n += 1
-    return n
-
-
 def build(options: UnetOptions, context: zoo.BuildContext) -> nn.Module:
-    """L (B, 1, H, W) -> ab (B, 2, H, W) in [-1, 1] (Tanh); H and W divisible by 2**n_down."""
-    n, size = options.n_down, context.image_size
-    if size % 2 ** n:
-        fits = _largest_n_down(size)
-        allowed = f"n_down <= {fits}" if fits else "no n_down (it must be even)"
-        raise SpecError(f"unet: n_down {n} needs an image size divisible by {2 ** n}; "
-                        f"image size {size} allows {allowed}")
+    """L (B, 1, H, W) -> ab (B, 2, H, W) in [-1, 1] (Tanh); H and W divisible by 2**n_down (declared: the core
+    checks it before building)."""
+    n = options.n_down
 
     Norm = nn.BatchNorm2d if options.norm == "batch" else nn.InstanceNorm2d
     bias = options.norm == "instance"  # a conv followed by BatchNorm needs no bias (pix2pix's use_bias)
@@ -97,4 +85,8 @@ def build(options: UnetOptions, context: zoo.BuildContext) -> nn.Module:
 
 @zoo.hookimpl
 def register_generators(register):
-    register("unet", build, UnetOptions)
+    register("unet", build, UnetOptions,
+             size_multiple=lambda o: 2 ** o.n_down,  # each level halves the image, the skips need exact halves
+             depth_option="n_down",
+             test_options=[{"n_down": 3, "ngf": 8}, {"n_down": 5, "ngf": 8},  # 5 at 32 px: a 1x1 bottleneck
+                           {"n_down": 2, "ngf": 8, "norm": "instance", "dropout": 0}])

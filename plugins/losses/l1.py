@@ -19,4 +19,4 @@ def build(options: L1Options, context: zoo.BuildContext) -> nn.Module:
 
 @zoo.hookimpl
 def register_pixel_losses(register):
-    register("l1", build, L1Options)
+    register("l1", build, L1Options, test_options=[{}, {"reduction": "sum"}])

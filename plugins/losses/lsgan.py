@@ -16,4 +16,4 @@ def build(options: LsganOptions, context: zoo.BuildContext) -> nn.Module:
 
 @zoo.hookimpl
 def register_gan_losses(register):
-    register("lsgan", build, LsganOptions)
+    register("lsgan", build, LsganOptions, test_options=[{}, {"real_label": 0.9, "fake_label": 0.1}])

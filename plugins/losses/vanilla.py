@@ -16,4 +16,4 @@ def build(options: VanillaOptions, context: zoo.BuildContext) -> nn.Module:
 
 @zoo.hookimpl
 def register_gan_losses(register):
-    register("vanilla", build, VanillaOptions)
+    register("vanilla", build, VanillaOptions, test_options=[{}, {"real_label": 0.9}])

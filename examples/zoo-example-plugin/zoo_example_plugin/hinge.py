@@ -48,4 +48,4 @@ def build(options: HingeOptions, context: zoo.BuildContext) -> nn.Module:
 
 @zoo.hookimpl
 def register_gan_losses(register):
-    register("hinge", build, HingeOptions)
+    register("hinge", build, HingeOptions, test_options=[{}, {"margin": 0.5}])

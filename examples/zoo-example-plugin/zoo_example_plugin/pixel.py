@@ -40,4 +40,4 @@ def build(options: PixelOptions, context: zoo.BuildContext) -> nn.Module:
 
 @zoo.hookimpl
 def register_discriminators(register):
-    register("pixel", build, PixelOptions)
+    register("pixel", build, PixelOptions, test_options=[{"ndf": 8}, {"ndf": 8, "norm": "none"}])

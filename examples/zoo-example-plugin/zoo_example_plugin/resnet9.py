@@ -87,4 +87,7 @@ def build(options: Resnet9Options, context: zoo.BuildContext) -> nn.Module:
 
 @zoo.hookimpl
 def register_generators(register):
-    register("resnet9", build, Resnet9Options)
+    # The size multiple is declared (the core checks it first and colorize/export use it); the builder's own
+    # check adds the minimum of 8 with a hint of its own.
+    register("resnet9", build, Resnet9Options, size_multiple=4,
+             test_options=[{"ngf": 8, "n_blocks": 2}, {"ngf": 8, "n_blocks": 1, "norm": "instance", "dropout": 0}])

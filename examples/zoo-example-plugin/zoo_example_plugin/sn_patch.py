@@ -12,7 +12,6 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 import zoo
-from zoo.errors import SpecError
 
 
 class SnPatchOptions(zoo.Options):
@@ -24,11 +23,9 @@ class SnPatchOptions(zoo.Options):
 
 
 def build(options: SnPatchOptions, context: zoo.BuildContext) -> nn.Module:
-    """Lab (B, 3, H, W) -> logits (B, 1, H/2**n_layers - 2, W/2**n_layers - 2); no activation."""
-    n, size = options.n_layers, context.image_size
-    if size // 2 ** n - 2 < 1:
-        raise SpecError(f"sn_patch: n_layers {n} needs an image size >= {3 * 2 ** n}; image size {size} is too "
-                        f"small: lower n_layers")
+    """Lab (B, 3, H, W) -> logits (B, 1, H/2**n_layers - 2, W/2**n_layers - 2); no activation. H, W >= 3*2**n_layers
+    (declared with register: zoo checks it before building)."""
+    n = options.n_layers
 
     def conv(c_in, c_out, stride):  # k4 p1: (B, c_in, S, S) -> (B, c_out, S/2, S/2) or (B, c_out, S-1, S-1)
         return spectral_norm(nn.Conv2d(c_in, c_out, 4, stride, 1))
@@ -44,4 +41,6 @@ def build(options: SnPatchOptions, context: zoo.BuildContext) -> nn.Module:
 
 @zoo.hookimpl
 def register_discriminators(register):
-    register("sn_patch", build, SnPatchOptions)
+    # Declared, so zoo refuses a too small image before building and can lower n_layers to fit one.
+    register("sn_patch", build, SnPatchOptions, min_image_size=lambda o: 3 * 2 ** o.n_layers, depth_option="n_layers",
+             test_options=[{"ndf": 8, "n_layers": 2}])
