@@ -132,3 +132,17 @@ def test_one_line_makes_a_whole_message_printable():
     message = "cannot read 'a\nb': \x1b[31mred\x1b[0m " + os.fsdecode(b"\xff")
     assert one_line(message) == r"cannot read 'a\nb': \x1b[31mred\x1b[0m \xff"
     assert "\n" not in one_line(message) and one_line(message).isprintable()
+
+
+def test_atomic_write_handles_names_up_to_the_file_system_limit(tmp_path):
+    name = "\u00e9" * 125 + ".png"  # 254 bytes in UTF-8: the temporary name must not be longer than 255
+    atomic_write(tmp_path / name, lambda tmp: open(tmp, "wb").write(b"png"))
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_cli_flags_are_never_abbreviated():
+    from zoo.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--step", "3"])
+    assert build_parser().parse_args(["train", "--steps", "3"]).steps == 3

@@ -17,7 +17,7 @@ from zoo.errors import SpecError
 from zoo.registry import BuildContext, get_registry
 
 from conftest import EXAMPLE_PROJECT as PROJECT
-from conftest import REPO, run_zoo
+from conftest import EXAMPLE_PLUGIN, REPO, run_zoo
 
 pytestmark = pytest.mark.usefixtures("example_plugin")
 
@@ -208,6 +208,6 @@ def test_readme_and_ci_install_the_example_plugin():
     assert setup in readme.splitlines(), "the README's first set-up command changed"
     install = 'pip install -e ".[test]"'
     assert install in ci, ".ci/run does not run the README's install line"
-    plugin = f"pip install -e {EXAMPLE.relative_to(REPO)}"
+    plugin = f"pip install -e {EXAMPLE_PLUGIN.relative_to(REPO)}"
     assert plugin in ci, ".ci/run does not install the example plugin"
     assert ci.index(install) < ci.index(plugin) < ci.index("python -m pytest")

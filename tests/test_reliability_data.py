@@ -20,9 +20,7 @@ from PIL import Image
 from zoo.data import decode_items, load_rgb, load_train_data, resolve_source
 from zoo.errors import DataError
 
-# expect_ok, photos, tiny_args: also imported from here by other test modules (photos is a fixture)
-from conftest import (FAST, PHOTOS, bomb_png, expect_error, expect_ok, photo, photos, run_zoo, tiny_args,  # noqa: F401
-                      tiny_spec, truncate, zoo_here)
+from conftest import FAST, PHOTOS, bomb_png, expect_error, expect_ok, photo, run_zoo, tiny_args, tiny_spec, truncate, zoo_here
 
 # ----------------------------------------------------------------------------------------------------
 # The corpus

@@ -6,10 +6,8 @@ import os
 import stat
 import textwrap
 
-import numpy as np
 import pytest
 import skimage.data
-import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file

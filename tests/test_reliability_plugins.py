@@ -16,7 +16,7 @@ from zoo.errors import PluginError
 from zoo.registry import PluginLoadWarning, load_registry
 
 from conftest import make_plugin_dist, run_zoo
-from test_reliability_data import FAST, expect_error, expect_ok, photos, tiny_args  # noqa: F401
+from conftest import FAST, expect_error, expect_ok, tiny_args
 
 ZOO = f"zoo {importlib.metadata.version('zoo')}"
 

@@ -8,7 +8,7 @@ from zoo.errors import SpecError
 from zoo.spec import build_spec, parse_override, read_config
 
 from conftest import TINY, run_zoo
-from test_reliability_data import FAST, expect_error, photos, tiny_spec  # noqa: F401 (photos: a fixture)
+from conftest import FAST, expect_error, tiny_spec
 
 
 def train_cli(tmp_path, *args: str):

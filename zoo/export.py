@@ -80,7 +80,7 @@ def export(model: str | Path, out: str | Path, format: str = "onnx", size: int |
         raise ExportError("ONNX export needs the onnx package: pip install onnx")
     side = size or trained.image_size
     check_size(predictor, side)
-    multiple = generator_size_multiple(trained.spec, generator=predictor.generator)
+    multiple = generator_size_multiple(trained.spec)
     example = torch.rand(2, 1, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
     predictor.predict_ab(example)  # NaN/inf outputs: refused before anything is written
     example = example.to(predictor.device)

@@ -48,9 +48,15 @@ def default_file_mode() -> int:
 TMP_SUFFIX = ".tmp"
 
 
+#: longest file-name part of a temporary file's prefix, in bytes: with mkstemp's 8 random characters and the
+#: suffix, a temporary name stays within the usual 255-byte limit even for a target name of 255 bytes
+_TMP_NAME_BYTES = 200
+
+
 def temp_name_prefix(path: Path) -> str:
-    """The prefix of :func:`atomic_write`'s temporary files for ``path`` (``.NAME.``), for cleaning leftovers."""
-    return f".{Path(path).name}."
+    """The prefix of :func:`atomic_write`'s temporary files for ``path`` (``.NAME.``, NAME cut to 200 bytes)."""
+    name = os.fsencode(Path(path).name)[:_TMP_NAME_BYTES]
+    return f".{os.fsdecode(name)}."
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:

@@ -19,7 +19,7 @@ the multiple).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from zoo.registry import Registry
     from zoo.spec import TrainSpec
 
-#: the probe of :func:`generator_size_multiple` gives up above this side (pixels)
-_PROBE_LIMIT = 4096
 _GIB = float(1 << 30)
 
 
@@ -194,37 +192,13 @@ class Predictor:
 # Sizes
 
 
-def _probe_size_multiple(runs_at: Callable[[int], bool]) -> int | None:
-    """The power of two that H and W must be multiples of, found by trying sizes: the smallest power-of-two
-    side accepted (2**n_down for the U-Net), then the smallest power-of-two step above it also accepted."""
-    base = 1
-    while base <= _PROBE_LIMIT and not runs_at(base):
-        base *= 2
-    if base > _PROBE_LIMIT:
-        return None
-    step = 1
-    while step < base and not runs_at(base + step):
-        step *= 2
-    return step
+def generator_size_multiple(spec: "TrainSpec", registry: "Registry | None" = None) -> int | None:
+    """What H and W must be multiples of for ``spec``'s generator, as its plugin declared at registration
+    (``size_multiple``; None: the plugin declares no constraint). The one place zoo asks."""
+    from zoo.registry import get_registry
 
-
-def generator_size_multiple(spec: "TrainSpec", registry: "Registry | None" = None,
-                            generator: nn.Module | None = None) -> int | None:
-    """What H and W must be multiples of for ``spec``'s generator (None: no power-of-two multiple up to 4096).
-
-    The one place zoo asks. For now it runs the net at growing sizes (``generator``: an already built net of that
-    spec, to save building one); it is meant to become the component's declaration at registration.
-    """
-    if generator is None:
-        from zoo.registry import get_registry
-
-        registry = registry or get_registry()
-        generator = registry.create("generator", spec.generator.name, spec.generator.options, spec.context(),
-                                    check=False)
-    params = next(iter(generator.parameters()), None)
-    device = params.device if params is not None else torch.device("cpu")
-    probe = Predictor(generator, Runtime(device, "fp32", "size probe"), prepare=False)
-    return _probe_size_multiple(probe.runs_at)
+    component = (registry or get_registry()).get("generator", spec.generator.name)
+    return component.size_multiple_for(spec.generator.options)
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -278,11 +252,11 @@ def check_size(predictor: Predictor, size: int, batch_size: int = 1, registry: "
     """Refuse, in one line saying which limit it is, a size the generator cannot run at: above zoo's pixel limit
     (:mod:`zoo.data`), more memory than is free (``available`` bytes; default: :func:`available_memory`), or not
     a size the generator takes (its multiple, :func:`generator_size_multiple`)."""
-    from zoo.data import _pixel_limit
+    from zoo.data import _pixel_limit as pixel_limit
 
     if size < 1:
         raise SizeError(f"size must be a positive number of pixels, got {size}")
-    pixels, limit = size * size, _pixel_limit()
+    pixels, limit = size * size, pixel_limit()
     if pixels > limit:
         raise SizeError(f"{size} px is {size}x{size} = {pixels:,} pixels per image, above zoo's limit of {limit:,} "
                         f"pixels: memory, not the size multiple, limits this size; use a smaller --size")
@@ -300,8 +274,7 @@ def check_size(predictor: Predictor, size: int, batch_size: int = 1, registry: "
         raise SizeError(f"{predictor.where()} ran out of memory at {size} px on {predictor.device}: memory, not the "
                         f"size multiple, limits this size; use a smaller --size") from None
     if not fits:
-        multiple = generator_size_multiple(predictor.spec, registry, predictor.generator) \
-            if predictor.spec is not None else _probe_size_multiple(predictor.runs_at)
+        multiple = generator_size_multiple(predictor.spec, registry) if predictor.spec is not None else None
         hint = f"use a multiple of {multiple}, e.g. {max(multiple, round(size / multiple) * multiple)}" \
             if multiple else "use the size it was trained at"
         raise SizeError(f"{predictor.where()} cannot run at {size} px: {hint}")

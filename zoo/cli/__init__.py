@@ -6,6 +6,7 @@ User errors (:class:`zoo.errors.ZooError`) print one line, ``zoo: error: ...``, 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 import warnings
@@ -32,9 +33,11 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def build_parser() -> argparse.ArgumentParser:
     from zoo import __version__
 
-    parser = argparse.ArgumentParser(prog="zoo", description="A plugin-style model zoo for GAN image colorization.")
+    parser = argparse.ArgumentParser(prog="zoo", allow_abbrev=False, description="A plugin-style model zoo for GAN image colorization.")
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # allow_abbrev=False: a typo such as --step must be an error, not silently read as --steps
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False))
     for name, module in COMMANDS.items():
         importlib.import_module(module).add_parser(sub)
     return parser
