@@ -23,6 +23,8 @@ COMMANDS = {
     "export": "zoo.cli.export",
     "eval": "zoo.cli.eval",
     "leaderboard": "zoo.cli.leaderboard",
+    "plot": "zoo.cli.plot",
+    "demo": "zoo.cli.demo",
 }
 
 
