@@ -37,7 +37,9 @@ def _need_browser():
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     run = train_tiny(root / "tiny-run", steps=100)  # fewer steps colour almost nothing
-    proc = subprocess.Popen([sys.executable, "-m", "zoo", "demo", "--model", str(run), "--port", "0",
+    # the same run twice: two models to pick from, shown as tiny-run and tiny-run-2
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "demo", "--model", str(run), "--model", str(run),
+                             "--port", "0",
                              "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     line = proc.stdout.readline()
@@ -115,11 +117,13 @@ def test_demo_in_headless_chromium(server, tmp_path):
         driver.set_script_timeout(60)
         driver.get(url)
         assert driver.title == "zoo demo"
-        assert "tiny-run" in driver.find_element(By.ID, "form").text  # the model is offered by name
+        assert {"tiny-run", "tiny-run-2"} <= set(driver.find_element(By.ID, "form").text.split())
         driver.find_element(By.ID, "photo").send_keys(str(photo))
         driver.find_element(By.ID, "go").click()
         wait = WebDriverWait(driver, 90)
         wait.until(lambda d: d.find_elements(By.ID, "result-0"))
+        wait.until(lambda d: d.find_elements(By.ID, "result-1"))  # both models side by side
+        assert driver.execute_async_script(SPREAD_JS, "result-1")[:2] == list(PHOTO_SIZE)
         width, height, spread, _ = driver.execute_async_script(SPREAD_JS, "result-0")
         gw, gh, gray_spread, _ = driver.execute_async_script(SPREAD_JS, "gray")
         assert (width, height) == (gw, gh) == PHOTO_SIZE  # full resolution, not the model's 32 px
@@ -148,6 +152,12 @@ def test_demo_in_headless_chromium(server, tmp_path):
         driver.find_element(By.ID, "go").click()
         wait.until(lambda d: "not an image" in d.find_element(By.ID, "message").text)
         assert not driver.find_elements(By.ID, "result-0")
+        # one model only: untick the second
+        driver.find_elements(By.CSS_SELECTOR, "input[name=model]")[1].click()
+        driver.find_element(By.ID, "photo").send_keys(str(photo))
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: d.find_elements(By.ID, "result-0"))
+        assert not driver.find_elements(By.ID, "result-1")
     finally:
         driver.quit()
     assert proc.poll() is None

@@ -55,7 +55,7 @@ def saturate_image(image: Image.Image | np.ndarray, s: float) -> Image.Image:
     out = np.empty_like(rgb)
     rows = max(1, STRIP_PIXELS // rgb.shape[1])
     for top in range(0, rgb.shape[0], rows):
-        strip = torch.from_numpy(rgb[top:top + rows]).permute(2, 0, 1).float() / 255.0
+        strip = torch.tensor(rgb[top:top + rows]).permute(2, 0, 1).float() / 255.0
         lab = rgb_to_lab(strip)
         colour = saturate(lab[:1], lab[1:], s)
         out[top:top + rows] = (colour * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()

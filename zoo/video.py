@@ -42,6 +42,11 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".m
 HIST_BINS = 32
 
 
+def is_video(path: str | os.PathLike) -> bool:
+    """Whether ``zoo colorize`` treats an input file as a video (by its ending: see VIDEO_EXTENSIONS)."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
 class VideoError(ZooError):
     """A video file cannot be read (not a video, truncated, no video stream, a codec ffmpeg cannot decode)."""
 
@@ -301,4 +306,4 @@ def colorize_video(path: str | os.PathLike, colorizer, out_path: str | os.PathLi
 
 
 __all__ = ["FORMATS", "Smoothing", "TemporalSmoother", "VIDEO_EXTENSIONS", "VideoError", "VideoInfo",
-           "colorize_video", "flicker", "model_size_L", "probe", "read_frames"]
+           "colorize_video", "flicker", "is_video", "model_size_L", "probe", "read_frames"]
