@@ -40,6 +40,9 @@ FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov"}
 #: file endings treated as video by ``zoo colorize`` (inputs)
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 HIST_BINS = 32
+#: audio codecs each output container takes as they are (the audio is copied, never re-encoded); Matroska takes all
+AUDIO_CODECS = {"mp4": {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"},
+                "mov": {"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s24le", "pcm_f32le"}}
 
 
 def is_video(path: str | os.PathLike) -> bool:
@@ -230,6 +233,12 @@ def colorize_video(path: str | os.PathLike, colorizer, out_path: str | os.PathLi
     if out.exists() and out.resolve() == src.resolve():
         raise VideoError(f"output {shown(out)} is the input video: give another file name")
     container = _open(src)
+    if container.streams.audio and fmt in AUDIO_CODECS:
+        codec = container.streams.audio[0].codec_context.name
+        if codec not in AUDIO_CODECS[fmt]:
+            container.close()
+            raise VideoError(f"the audio of {shown(src)} ({codec}) cannot be copied into {out.suffix}: write the "
+                             f"output as .mkv, which takes any audio")
     stats = {"frames": 0, "cuts": 0}
 
     def encode(tmp: str) -> None:
