@@ -149,3 +149,35 @@ def test_bad_videos_are_one_clear_error(setup, tmp_path):
     with pytest.raises(Exception, match="must end in"):
         colorize_video(clip, colorizer, mine, progress=False)
     assert mine.read_text() == "mine"
+
+
+def test_audio_an_mp4_cannot_take_is_refused_and_mkv_keeps_it(setup, tmp_path):
+    from zoo.video import VideoError, colorize_video, probe
+
+    _, colorizer, _ = setup
+    clip = tmp_path / "pcm.mkv"
+    with av.open(str(clip), "w") as out:
+        v = out.add_stream("libx264", rate=FPS)
+        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
+        a = out.add_stream("pcm_s16le", rate=8000)
+        a.layout = "mono"
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            for p in v.encode(frame):
+                out.mux(p)
+        tone = (8000 * np.sin(np.arange(4800) / 5)).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        for stream, f in ((a, frame), (a, None), (v, None)):
+            for p in stream.encode(f):
+                out.mux(p)
+    with pytest.raises(VideoError, match=r"pcm_s16le.*\.mkv"):
+        colorize_video(clip, colorizer, tmp_path / "out.mp4", progress=False)
+    assert not (tmp_path / "out.mp4").exists()
+    colorize_video(clip, colorizer, tmp_path / "out.mkv", progress=False)
+    info = probe(tmp_path / "out.mkv")
+    assert info.has_audio and (info.width, info.height) == (W, H)
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert c.streams.audio[0].codec_context.name == "pcm_s16le"
+        assert sum(f.samples for f in c.decode(c.streams.audio[0])) == 4800
