@@ -2,7 +2,7 @@
 
 ``s`` = 0 gives the gray photo (its own L), 1 the model's colours unchanged, > 1 more vivid. The a*, b* channels
 are multiplied by ``s``; colours pushed outside sRGB are desaturated until they fit, keeping L and hue, by the
-same gamut fitting :func:`zoo.colorize.combine` uses (never per-channel clipping, which would change lightness).
+same gamut fitting :func:`zoo.colorize.combine` uses (:func:`zoo.lab.fit_gamut`) (never per-channel clipping, which would change lightness).
 
     from zoo.colour_control import saturate_image
     vivid = saturate_image(colorizer.colorize(photo), 1.3)
@@ -36,17 +36,20 @@ def check_saturation(s: float) -> float:
 
 
 def saturate(L: torch.Tensor, ab: torch.Tensor, s: float) -> torch.Tensor:
-    """L* (1, H, W) in [0, 100] and a*b* (2, H, W) in Lab units -> sRGB (3, H, W) in [0, 1], chroma times ``s``."""
-    from zoo.colorize import _fit_gamut  # the one gamut rule (owned by zoo.colorize)
+    """L* (1, H, W) in [0, 100] and a*b* (2, H, W) in Lab units -> sRGB (3, H, W) in [0, 1], chroma times ``s``.
+
+    Out-of-gamut colours are desaturated by :func:`zoo.lab.fit_gamut`, the one gamut rule of zoo.
+    """
+    from zoo.lab import fit_gamut
 
     s = check_saturation(s)
-    return _fit_gamut(torch.cat([L.float(), ab.float() * s]))
+    return fit_gamut(torch.cat([L.float(), ab.float() * s]))
 
 
 def saturate_image(image: Image.Image | np.ndarray, s: float) -> Image.Image:
     """An RGB image (PIL or uint8 (H, W, 3)) with its Lab chroma scaled by ``s`` -> RGB PIL image, same size."""
     from zoo.colorize import STRIP_PIXELS, to_rgb_array
-    from zoo.lab import rgb_to_lab
+    from zoo.lab import rgb_to_lab, to_uint8
 
     s = check_saturation(s)
     rgb = to_rgb_array(image)
@@ -57,8 +60,7 @@ def saturate_image(image: Image.Image | np.ndarray, s: float) -> Image.Image:
     for top in range(0, rgb.shape[0], rows):
         strip = torch.tensor(rgb[top:top + rows]).permute(2, 0, 1).float() / 255.0
         lab = rgb_to_lab(strip)
-        colour = saturate(lab[:1], lab[1:], s)
-        out[top:top + rows] = (colour * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        out[top:top + rows] = to_uint8(saturate(lab[:1], lab[1:], s)).permute(1, 2, 0).numpy()
     return Image.fromarray(out)
 
 
