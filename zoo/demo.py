@@ -154,7 +154,10 @@ def create_app(colorizers: Sequence, names: Sequence[str]):
             os.unlink(tmp)
         gray = rgb.convert("L").convert("RGB")
         with lock:
-            results = {i: colorizers[i].colorize(rgb) for i in indices}
+            try:
+                results = {i: colorizers[i].colorize(rgb) for i in indices}
+            except ZooError as exc:  # out of memory, a model giving NaN: the page says so, the server goes on
+                return fail(f"cannot colorize {shown(file.filename)}: {exc}", 500)
             token = secrets.token_urlsafe(12)
             uploads[token] = Upload(Path(file.filename).stem or "photo", gray, results)
             while len(uploads) > KEEP_UPLOADS:
