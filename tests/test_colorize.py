@@ -384,3 +384,21 @@ def test_precision_defaults_to_the_training_one_and_can_be_forced(run_dir, color
     assert np.abs(a - b).max() <= 8 and np.abs(a - b).mean() < 0.5  # bf16 (where it runs natively): close
     with pytest.raises(zoo.errors.SpecError, match="precision 'fp8'"):
         Colorizer.from_checkpoint(run_dir, device="cpu", precision="fp8")
+
+
+def test_saturation_from_gray_to_vivid_through_the_cli(tmp_path, run_dir):
+    """--saturation 0 writes the gray photo (its own L), 1 the model, 2 more chroma; a bad value is one line."""
+    photo = tmp_path / "in.png"
+    Image.fromarray(skimage.data.astronaut()[::4, ::4]).convert("L").save(photo)
+    chroma = {}
+    for s in ("0", "1", "2"):
+        out = tmp_path / f"s{s}"
+        run_zoo("colorize", str(photo), "--model", str(run_dir), "--out", str(out), "--saturation", s,
+                "--no-progress", "--device", "cpu", check_rc=0)
+        lab = rgb2lab(np.asarray(Image.open(out / "in.png")))
+        chroma[s] = float(np.hypot(lab[..., 1], lab[..., 2]).mean())
+    assert chroma["0"] < 1.0 < chroma["1"] < chroma["2"]
+    proc = run_zoo("colorize", str(photo), "--model", str(run_dir), "--out", str(tmp_path / "bad"),
+                   "--saturation", "nan", "--device", "cpu")
+    assert proc.returncode == 2 and one_error_line(proc).startswith("zoo: error: saturation must be between 0")
+    assert not (tmp_path / "bad").exists()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import train_tiny
+from conftest import run_zoo, train_tiny
 
 W, H, FPS = 96, 64, 10
 STATIC_A = range(0, 10)   # frames of the first static shot
@@ -181,3 +181,22 @@ def test_audio_an_mp4_cannot_take_is_refused_and_mkv_keeps_it(setup, tmp_path):
     with av.open(str(tmp_path / "out.mkv")) as c:
         assert c.streams.audio[0].codec_context.name == "pcm_s16le"
         assert sum(f.samples for f in c.decode(c.streams.audio[0])) == 4800
+
+
+def test_zoo_colorize_takes_videos_next_to_photos(setup, tmp_path):
+    """The real command: a clip and a photo in one call; a broken clip is one line and exit 1, the rest written."""
+    from zoo.video import probe
+
+    clip, colorizer, root = setup
+    photo = tmp_path / "still.png"
+    _photo("astronaut", (64, 64)).save(photo)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(clip.read_bytes()[:2000])
+    out = tmp_path / "out"
+    proc = run_zoo("colorize", str(clip), str(photo), str(broken), "--model", str(root / "run"), "--out", str(out),
+                   "--no-progress", "--device", "cpu")
+    assert proc.returncode == 1, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4", "still.png"]
+    assert probe(out / "clip.mp4").frames == probe(clip).frames
+    skipped = [line for line in proc.stderr.splitlines() if "broken.mp4" in line and "skipped" in line]
+    assert len(skipped) == 1 and "Traceback" not in proc.stderr

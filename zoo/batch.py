@@ -74,6 +74,7 @@ def plan(inputs: Sequence[str | os.PathLike], out: Path, fmt: str, say: Callable
     Raises DataError for a missing input, a folder without images, or an output that would overwrite an input.
     """
     from zoo.data import IMAGE_EXTENSIONS, scan_folder
+    from zoo.video import is_video
 
     out = Path(out)
     out_real = out.resolve()
@@ -89,7 +90,7 @@ def plan(inputs: Sequence[str | os.PathLike], out: Path, fmt: str, say: Callable
                 raise DataError(f"no images ({extensions}) found under {shown(given)}: give image files or folders")
             listed.extend((p, p.relative_to(path).with_suffix(f".{fmt}")) for p in found)
         elif path.exists():
-            listed.append((path, Path(path.name).with_suffix(f".{fmt}")))
+            listed.append((path, Path(path.name).with_suffix(_video_suffix(path) if is_video(path) else f".{fmt}")))
         else:
             raise DataError(f"input {shown(given)} does not exist: give image files or folders")
 
@@ -114,6 +115,12 @@ def plan(inputs: Sequence[str | os.PathLike], out: Path, fmt: str, say: Callable
         taken.add(target)
         jobs.append(Job(source, target))
     return jobs, skipped
+
+
+def _video_suffix(path: Path) -> str:
+    """A colorized video keeps its container when zoo can write it (mp4, mkv, mov), else becomes .mp4."""
+    suffix = path.suffix.lower()
+    return suffix if suffix in (".mp4", ".mkv", ".mov") else ".mp4"
 
 
 def check_out_folder(out: Path, force: bool = False) -> None:
@@ -157,12 +164,14 @@ def _write_error(target: Path, exc: OSError) -> str:
 def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.PathLike, *, format: str = "png",
                    size: int | None = None, batch_size: int = 8, device: str = "auto", precision: str | None = None,
                    force: bool = False, progress: bool = False, log: Callable[[str], None] | None = None,
-                   on_written: Callable[[Path], None] | None = None) -> BatchResult:
+                   on_written: Callable[[Path], None] | None = None, saturation: float = 1.0,
+                   smoothing: bool = True) -> BatchResult:
     """Colorize image files and folders (recursive) into the folder ``out``; returns what was done.
 
     ``model``: a run folder, a ``step-*.safetensors`` file or a :class:`zoo.colorize.Colorizer` (then ``size``,
-    ``device`` and ``precision`` are its own). ``log`` gets every message line (default: stderr);
-    ``on_written`` each output path as soon as it is written. Raises ZooError (nothing written) for a usage
+    ``device``, ``precision`` and ``saturation`` are its own). ``log`` gets every message line (default: stderr);
+    ``on_written`` each output path as soon as it is written. Video files given as inputs (:func:`zoo.video.is_video`)
+    are colorized frame by frame with temporal ``smoothing`` (:mod:`zoo.video`), after the photos. Raises ZooError (nothing written) for a usage
     error: an input missing, no images, an output over an input, an unusable ``out``, a model that does not load.
     """
     import numpy as np
@@ -185,12 +194,16 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
         else:
             log(message)
 
+    from zoo.video import is_video
+
     jobs, skipped = plan(inputs, out, format, say=say)
+    videos = [job for job in jobs if is_video(job.source)]
+    jobs = [job for job in jobs if not is_video(job.source)]
     check_out_folder(out, force)
     colorizer = model if isinstance(model, Colorizer) else \
-        Colorizer.from_checkpoint(model, device=device, size=size, precision=precision)
+        Colorizer.from_checkpoint(model, device=device, size=size, precision=precision, saturation=saturation)
     result = BatchResult(out, colorizer.name, colorizer.size, str(colorizer.device), colorizer.precision,
-                         total=len(jobs) + len(skipped))
+                         total=len(jobs) + len(videos) + len(skipped))
     say(f"zoo: colorizing {len(jobs)} {'image' if len(jobs) == 1 else 'images'} with {shown(colorizer.name)} at "
         f"{colorizer.size} px on {colorizer.device} ({colorizer.precision}) -> {shown(out)}")
     for name, reason in skipped:
@@ -245,7 +258,7 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
                                   f"written (damaged weights?{nan_hint})")
                         continue
                     try:
-                        save_image(combine(rgb, ab[i]), job.target, pil_format, **save_options)
+                        save_image(combine(rgb, ab[i], colorizer.saturation), job.target, pil_format, **save_options)
                     except OSError as exc:
                         fail(job, _write_error(job.target, exc), writing=True)
                         continue
@@ -256,6 +269,7 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
     finally:
         bar.close()
         bar = None
+    _colorize_videos(videos, colorizer, result, batch_size, progress, force, smoothing, say, on_written)
     if result.turned_gray:
         n = len(result.turned_gray)
         say(f"zoo: {n} colour {'photo was' if n == 1 else 'photos were'} turned to gray first (only the lightness "
@@ -267,6 +281,28 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
         done = len(result.written)
         say(f"zoo: colorized {done} {'image' if done == 1 else 'images'} into {shown(out)}")
     return result
+
+
+def _colorize_videos(videos: list[Job], colorizer, result: BatchResult, batch_size: int, progress: bool, force: bool,
+                     smoothing: bool, say: Callable[[str], None], on_written: Callable[[Path], None] | None) -> None:
+    """Each video input through :func:`zoo.video.colorize_video`; an unreadable one is a failed input."""
+    if not videos:
+        return
+    from zoo.video import Smoothing, colorize_video
+
+    for job in videos:
+        try:
+            info = colorize_video(job.source, colorizer, job.target, smoothing=Smoothing() if smoothing else None,
+                                  batch_size=batch_size, progress=progress, force=force)
+        except (ZooError, OSError) as exc:
+            reason = _write_error(job.target, exc) if isinstance(exc, OSError) else str(exc)
+            say(f"zoo: skipped {shown(job.source)}: {reason}")
+            result.failed.append((job.source, reason))
+            continue
+        say(f"zoo: {shown(job.source)}: {info['frames']} frames, {len(info['cuts'])} scene(s) -> {shown(job.target)}")
+        result.written.append(job.target)
+        if on_written is not None:
+            on_written(job.target)
 
 
 __all__ = ["BatchResult", "FORMATS", "JPEG_MAX_SIDE", "Job", "check_out_folder", "colorize_paths", "plan"]

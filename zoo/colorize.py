@@ -27,7 +27,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from zoo.inference import NonFiniteOutput, Predictor, SizeError, check_size
-from zoo.lab import AB_SCALE, lab_to_uint8, rgb_to_lab, uint8_to_model_input
+from zoo.lab import AB_SCALE, rgb_to_lab, to_uint8, uint8_to_model_input
 
 #: the full-resolution combination runs in strips of about this many pixels (bounded memory for any size)
 STRIP_PIXELS = 1 << 20
@@ -76,12 +76,17 @@ def save_image(image: Image.Image, path: str | Path, format: str = "PNG", **opti
     atomic_write(Path(path), lambda tmp: image.save(tmp, format=format, **options))
 
 
-def compose(rgb: np.ndarray, ab: torch.Tensor) -> np.ndarray:
+def compose(rgb: np.ndarray, ab: torch.Tensor, saturation: float = 1.0) -> np.ndarray:
     """The photo's own L (uint8 (H, W, 3) RGB) + the predicted ab (2, h, w), upsampled -> uint8 (H, W, 3) RGB.
 
     What ``zoo colorize`` writes and ``zoo eval`` scores. At the photo's own size (h, w = H, W) ab is used as it
     is; otherwise it is upsampled bilinearly (pixel centres, as ``F.interpolate(..., "bilinear")``).
+    ``saturation`` scales the Lab chroma before the gamut fitting (:func:`zoo.colour_control.saturate`): 0 gray,
+    1 the model's colours, > 1 more vivid.
     """
+    from zoo.colour_control import check_saturation, saturate
+
+    saturation = check_saturation(saturation)
     height, width = rgb.shape[:2]
     device = ab.device
     ab = ab.float()[None]
@@ -99,23 +104,27 @@ def compose(rgb: np.ndarray, ab: torch.Tensor) -> np.ndarray:
             ys = (torch.arange(top, bottom, device=device, dtype=torch.float32) + 0.5) / height * 2 - 1
             grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]  # (1, h, W, (x, y))
             ab_strip = F.grid_sample(ab, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-        out[top:bottom] = lab_to_uint8(torch.cat([L, ab_strip * AB_SCALE])).permute(1, 2, 0).cpu().numpy()
+        out[top:bottom] = to_uint8(saturate(L, ab_strip * AB_SCALE, saturation)).permute(1, 2, 0).cpu().numpy()
     return out
 
 
-def combine(rgb: np.ndarray, ab: torch.Tensor) -> Image.Image:
+def combine(rgb: np.ndarray, ab: torch.Tensor, saturation: float = 1.0) -> Image.Image:
     """:func:`compose` as an RGB PIL image."""
-    return Image.fromarray(compose(rgb, ab))
+    return Image.fromarray(compose(rgb, ab, saturation))
 
 
 class Colorizer:
     """A trained generator ready to colorize photos of any size: ``Colorizer.from_checkpoint(path)``.
 
-    ``Colorizer(predictor, size)``: a :class:`zoo.inference.Predictor` and the side it runs at (default: its
-    training size), checked by :func:`zoo.inference.check_size`.
+    ``Colorizer(predictor, size, saturation)``: a :class:`zoo.inference.Predictor`, the side it runs at (default:
+    its training size, checked by :func:`zoo.inference.check_size`) and the colour saturation of its outputs (0
+    gray, 1 the model's colours, > 1 more vivid; see :mod:`zoo.colour_control`).
     """
 
-    def __init__(self, predictor: Predictor, size: int | None = None):
+    def __init__(self, predictor: Predictor, size: int | None = None, saturation: float = 1.0):
+        from zoo.colour_control import check_saturation
+
+        self.saturation = check_saturation(saturation)
         if size is None:
             if predictor.spec is None:
                 raise SizeError("a Colorizer of a generator without a spec needs a size")
@@ -126,7 +135,7 @@ class Colorizer:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", size: int | None = None,
-                        precision: str | None = None) -> "Colorizer":
+                        precision: str | None = None, saturation: float = 1.0) -> "Colorizer":
         """Load a run folder (its newest good checkpoint) or a ``step-*.safetensors`` file.
 
         ``device``: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...; ``size``: the resolution the
@@ -135,7 +144,7 @@ class Colorizer:
         """
         if size is not None and size < 1:
             raise SizeError(f"size must be a positive number of pixels, got {size}")
-        return cls(Predictor.load(path, device=device, precision=precision), size)
+        return cls(Predictor.load(path, device=device, precision=precision), size, saturation)
 
     @property
     def generator(self) -> nn.Module:
@@ -159,7 +168,7 @@ class Colorizer:
 
     def __repr__(self) -> str:
         return (f"Colorizer({self.name!r}, size={self.size}, device={str(self.device)!r}, "
-                f"precision={self.precision!r}, source={self.source!r})")
+                f"precision={self.precision!r}, saturation={self.saturation:g}, source={self.source!r})")
 
     def predict_ab(self, rgbs: Sequence[np.ndarray]) -> torch.Tensor:
         """uint8 (H, W, 3) photos -> the generator's ab (B, 2, size, size) in [-1, 1], float32 on the device.
@@ -185,7 +194,7 @@ class Colorizer:
             chunk = rgbs[start:start + batch_size]
             with torch.inference_mode():
                 for rgb, ab in zip(chunk, self.predict_ab(chunk)):
-                    out.append(combine(rgb, ab))
+                    out.append(combine(rgb, ab, self.saturation))
         return out
 
 

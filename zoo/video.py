@@ -267,7 +267,7 @@ def colorize_video(path: str | os.PathLike, colorizer, out_path: str | os.PathLi
                     stats["cuts"] += int(cut)
                     if on_frame is not None:
                         on_frame(stats["frames"], cut)
-                    image = combine(rgb, frame_ab)
+                    image = combine(rgb, frame_ab, getattr(colorizer, "saturation", 1.0))
                     frame = av.VideoFrame.from_ndarray(np.asarray(image), format="rgb24")
                     frame.pts = stats["frames"]
                     frame.time_base = 1 / rate

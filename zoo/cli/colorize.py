@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
                                    "runs at its training resolution; its colours are upsampled and combined with each "
                                    "photo's own full-resolution lightness, so outputs keep the input's size and "
                                    "sharpness. Exit code: 0 all done, 1 some images failed, 2 usage error.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (searched recursively)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files or folders (searched recursively for images), or video files (.mp4, .mkv, ...)")
     p.add_argument("--model", required=True, metavar="RUN_DIR_OR_CHECKPOINT",
                    help="a run folder (its newest good checkpoint) or a step-*.safetensors file")
     p.add_argument("--out", required=True, metavar="DIR",
@@ -32,6 +33,11 @@ def add_parser(sub) -> None:
                         "runs it)")
     p.add_argument("--force", action="store_true",
                    help="write even inside a zoo run folder (a folder, FIFO or device is never replaced)")
+    p.add_argument("--saturation", type=float, default=1.0, metavar="S",
+                   help="colour saturation: 0 gray, 1 the model's colours (default), above 1 more vivid (Lab chroma, "
+                        "out-of-gamut colours desaturated to fit)")
+    p.add_argument("--no-smoothing", action="store_true",
+                   help="videos: colorize every frame on its own (default: temporal smoothing that resets at cuts)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -45,5 +51,6 @@ def run(args: argparse.Namespace) -> int:
 
     result = colorize_paths(args.inputs, args.model, args.out, format=args.format, size=args.size,
                             batch_size=args.batch_size, device=args.device, precision=args.precision,
-                            force=args.force, progress=not args.no_progress, on_written=written)
+                            force=args.force, progress=not args.no_progress, on_written=written,
+                            saturation=args.saturation, smoothing=not args.no_smoothing)
     return result.exit_code
