@@ -20,7 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from zoo.checkpoint import NonFiniteWeights, list_checkpoints, save_checkpoint
+from zoo.checkpoint import NonFiniteWeights
+from zoo.runfolder import list_checkpoints, save_checkpoint
 from zoo.fileio import atomic_write
 from zoo.engine import Trainer
 

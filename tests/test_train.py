@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from zoo.checkpoint import latest_checkpoint, list_checkpoints, load_state
+from zoo.checkpoint import load_state
+from zoo.runfolder import latest_checkpoint, list_checkpoints
 from zoo.engine import Trainer
 from zoo.spec import build_spec
 

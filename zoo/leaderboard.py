@@ -188,7 +188,7 @@ def run_leaderboard(config: LeaderboardConfig, log: Callable[[str], None] | None
     import gc
 
     from zoo import bench
-    from zoo.checkpoint import list_checkpoints
+    from zoo.runfolder import list_checkpoints
     from zoo.engine import Trainer
     from zoo.runtime import select_device
     from zoo.evaluate import GRAY_BASELINE, candidate_from_trained, evaluate, load_images

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zoo.checkpoint import Checkpoint, load_checkpoint
+from zoo.checkpoint import Checkpoint
+from zoo.runfolder import open_checkpoint
 from zoo.errors import CheckpointError, SpecError, UnknownComponent
 from zoo.registry import Registry, get_registry
 from zoo.spec import TrainSpec, spec_from_json
@@ -37,11 +38,11 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", registry:
 
     A checkpoint whose component is not installed raises a one-line error naming it.
     """
-    from zoo.engine import load_weights
+    from zoo.models import load_weights
     from zoo.runtime import select_device
 
     registry = registry or get_registry()
-    ckpt = load_checkpoint(path)
+    ckpt = open_checkpoint(path)
     try:
         spec = spec_from_json(ckpt.spec_json)
     except SpecError as exc:
