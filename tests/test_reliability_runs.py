@@ -222,7 +222,7 @@ def test_data_and_out_folders_whose_names_are_not_utf8(tmp_path, photos):
     assert stdout == os.fsencode(out) + b"\n"  # the folder's own bytes, usable by a script
     spec = spec_from_json((Path(out) / "spec.json").read_text(encoding="ascii"))  # ASCII JSON, \udcXX escapes
     assert spec.data.source == data
-    assert "lat\\xe9dir" in stderr  # shown escaped in the log lines zoo writes
+    assert f"-> {shown(out)}" in stderr and "r\\xe9sult" in stderr  # shown escaped in zoo's log lines
     rc, _, stderr = run_bytes("train", "--resume", out, "--steps", "3", "--no-progress")
     assert rc == 0 and "Traceback" not in stderr, stderr
     assert list_checkpoints(Path(out) / "checkpoints")[-1].name == "step-000003.safetensors"

@@ -131,7 +131,7 @@ class Trainer:
         self.batches = Batches(self.spec, images, self.schedule, self.runtime, self.world, self.log)
         self._stop = StopSignals(self.log, lambda: f"finishing step {self.step + 1}, saving a checkpoint, then "
                                                    f"stopping")
-        self._saved_step = -1
+        self._saved_step, self._log_failed = -1, False
 
     @property
     def device(self) -> torch.device:
@@ -229,7 +229,7 @@ class Trainer:
                 lock.release()
             raise
         if resuming:
-            log(f"zoo: resuming {folder.root} from {checkpoint.path.name} (step {trainer.step} of "
+            log(f"zoo: resuming {shown(folder.root)} from {checkpoint.path.name} (step {trainer.step} of "
                 f"{trainer.schedule.total})")
         return trainer
 
@@ -254,14 +254,14 @@ class Trainer:
         if self.world.is_main and self.lock is None:  # a second fit() of the same trainer
             self.lock = self.paths.lock()
         if self.step >= total:
-            self.log(f"zoo: {self.paths.root} is already at step {self.step} of {total}; pass --steps/--epochs "
+            self.log(f"zoo: {shown(self.paths.root)} is already at step {self.step} of {total}; pass --steps/--epochs "
                      f"to train longer")
             kept = self.paths.checkpoint_path(self.step)
             return kept if kept.is_file() else self.save()
         self.log(f"zoo: training {spec.generator.name} x {spec.discriminator.name} on {self.device} for {total} "
                  f"steps ({self.schedule.pretrain_steps} pretraining + {self.schedule.gan_steps} GAN, "
                  f"{self.schedule.steps_per_epoch} steps/epoch, batch {spec.data.batch_size}, "
-                 f"{spec.data.image_size} px) -> {self.paths.root}")
+                 f"{spec.data.image_size} px) -> {shown(self.paths.root)}")
         self.log(f"zoo: precision {self.runtime.precision} ({self.runtime.why}); {self.runtime.layout} layout"
                  + (f"; {self.world.size} processes, {spec.data.batch_size // self.world.size} images each per "
                     f"step{', SyncBatchNorm' if spec.sync_batchnorm else ''}" if self.world.enabled else ""))
@@ -305,7 +305,8 @@ class Trainer:
             if bar is not None:
                 bar.close()
         self._check_ranks_agree()
-        self.log(f"zoo: done: {self.step} steps; checkpoint {last_saved}; samples in {self.paths.samples}")
+        self.log(f"zoo: done: {self.step} steps; checkpoint {shown(last_saved)}; samples in "
+                 f"{shown(self.paths.samples)}")
         return last_saved
 
     def _guarded_step(self, stage: str) -> dict[str, float]:
@@ -326,7 +327,7 @@ class Trainer:
 
     def _kept(self) -> str:
         kept = self.paths.list_checkpoints()
-        return f"the last good checkpoint, {kept[-1]}, is kept" if kept else "no checkpoint was saved yet"
+        return f"the last good checkpoint, {kept[-1].name}, is kept" if kept else "no checkpoint was saved yet"
 
     def _agree(self, losses: dict[str, float]) -> dict[str, float]:
         """Under DDP: the losses averaged over ranks, and a stop signal seen by any rank seen by all (one
@@ -366,10 +367,17 @@ class Trainer:
                     mininterval=0.5)
 
     def _write_log(self, row: dict[str, Any]) -> None:
+        """Append a row to losses.jsonl; a failed write (disk full) is one warning and training goes on."""
         if not self.world.is_main:
             return
-        with open(self.paths.losses, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        try:
+            with open(self.paths.losses, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            if not self._log_failed:
+                self.log(f"zoo: warning: cannot append to {shown(self.paths.losses)} ({exc.strerror or exc}) at step "
+                         f"{self.step}; training goes on (checkpoints are still saved)")
+            self._log_failed = True
 
     # ---- outputs ------------------------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:
