@@ -232,7 +232,8 @@ def test_a_spec_json_with_invalid_utf8_is_one_line_on_resume(short_run, tmp_path
     run = tmp_path / "run"
     shutil.copytree(short_run, run)
     raw = (run / "spec.json").read_bytes()
-    (run / "spec.json").write_bytes(raw.replace(b'"embedded"', b'"emb\xff\xfeedded"'))
+    assert b'"patch"' in raw
+    (run / "spec.json").write_bytes(raw.replace(b'"patch"', b'"pa\xff\xfetch"'))
     before = run_state(run)
     proc = run_zoo("train", "--resume", str(run), "--steps", "3", "--no-progress", env=FAST)
     expect_error(proc, 2, "spec.json' is corrupt: not UTF-8 text")
@@ -274,22 +275,17 @@ def small_disk(tmp_path):
 
 
 def fill(folder: Path) -> None:
-    """Fill the file system of ``folder`` to the last byte."""
-    with open(folder / "filler", "wb") as fh:
-        chunk = b"\0" * 65536
-        try:
-            while True:
-                fh.write(chunk)
-                fh.flush()
-        except OSError:
-            pass
-        for size in (4096, 512, 1):
+    """Fill the file system of ``folder`` to the last byte (unbuffered writes: nothing left to flush)."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (65536, 4096, 512, 1):
             try:
                 while True:
-                    fh.write(b"\0" * size)
-                    fh.flush()
+                    os.write(fd, b"\0" * size)
             except OSError:
                 pass
+    finally:
+        os.close(fd)
 
 
 def test_a_full_disk_warns_for_samples_and_stops_cleanly_at_the_checkpoint(small_disk, photos):

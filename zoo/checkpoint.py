@@ -13,7 +13,9 @@ a full disk during a save never leaves a corrupt checkpoint under a final name.
 """
 from __future__ import annotations
 
+import json
 import pickle
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +79,22 @@ def write_checkpoint(weights_path: Path, step: int, spec_json: str, generator: t
             atomic_write(state_path_for(weights_path), lambda tmp: torch.save(state, tmp))
         atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     except Exception as exc:  # OSError, or torch's / safetensors' own error for a full disk
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _short(exc)
-        raise CheckpointWriteError(f"cannot write checkpoint {shown(weights_path)} ({reason})") from None
+        raise CheckpointWriteError(f"cannot write checkpoint {shown(weights_path)} "
+                                   f"({_write_failure(exc, weights_path.parent)})") from None
     return weights_path
+
+
+def _write_failure(exc: Exception, folder: Path) -> str:
+    """Why a write failed, in words: torch.save reports a full disk as "unexpected pos 128 vs 0"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < 1 << 20:
+        return f"No space left on device: {free} bytes free"
+    return _short(exc)
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], step: int) -> None:
@@ -108,13 +123,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if what is not None:
         raise CheckpointError(f"{shown(path)} is not a zoo checkpoint: {what}; give a run folder or a "
                               f"step-*.safetensors file written by `zoo train`")
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-        tensors = load_file(str(path))
+    try:  # from bytes: safetensors' own file API refuses paths that are not UTF-8
+        with open(path, "rb") as fh:
+            data = fh.read()
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError("its __metadata__ is not an object")
+        tensors = load(data)
     except Exception as exc:  # SafetensorError, OSError, ...: any failure to parse untrusted bytes
         raise CheckpointError(
             f"{shown(path)} is not a readable zoo checkpoint ({_short(exc)}); give a run folder or a "
