@@ -2,8 +2,8 @@
 
 ``Trainer.create(spec).fit()`` or ``Trainer.resume(run_dir).fit()``. Both build through one path
 (:meth:`Trainer._build`): resolve the spec -> one :class:`zoo.runtime.Runtime` (device + precision, resolved
-once) -> the torchrun world -> the models -> the data -> the run folder (checked, locked) -> on resume the newest
-checkpoint whose files load and whose weights fit. Every check runs before anything is written; a resumed run's
+once) -> the torchrun world -> the run folder (checked; locked on resume) -> the models -> on resume the newest
+checkpoint whose files load and whose weights fit -> the data -> a new run's folder (made, locked). Every check runs before anything is written; a resumed run's
 spec.json (with new --steps/--epochs/--device) is written only with its first new checkpoint.
 
 What each part does lives in its own module: :mod:`zoo.models` (build, init, load weights), :mod:`zoo.schedule`
@@ -202,15 +202,16 @@ class Trainer:
         try:
             # before the data: spec errors surface at once
             models = build_models(spec, runtime, registry, sync_batchnorm=spec.sync_batchnorm and world.enabled)
-            data = load_train_data(spec, log=log, exclude=(folder.root,))
             state, step = None, 0
-            if resuming:
+            if resuming:  # before the data too: a damaged run is refused at once
                 def fits(ckpt, st):
                     load_training_state(models, ckpt, st)
                 checkpoint, state, notes = folder.newest_good(with_state=True, accept=fits)
                 for note in notes:
                     log(f"zoo: {note}; falling back to an older checkpoint")
                 step = int(state["step"])
+            data = load_train_data(spec, log=log, exclude=(folder.root,))
+            if resuming:
                 distributed.restore_rng(state["rng"], spec.seed, world, device, step)
                 if state.get("precision") not in (None, runtime.precision):
                     log(f"zoo: note: this run trained in {state['precision']} and continues in {runtime.precision} "
