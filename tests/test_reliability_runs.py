@@ -153,6 +153,25 @@ def test_out_that_is_a_file_or_has_odd_characters_is_one_escaped_line(tmp_path, 
     assert taken.read_text() == "a file where the run folder should go"
 
 
+def test_out_that_is_a_fifo_is_one_line(tmp_path, photos):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    expect_error(run_zoo(*tiny_args(photos, fifo, 1), env=FAST), 2, "is a FIFO, not a folder")
+
+
+def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_untouched(short_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    (run / ".zoo.lock").unlink(missing_ok=True)
+    mine = tmp_path / "mine.txt"
+    mine.write_text("the user's file")
+    (run / ".zoo.lock").symlink_to(mine)
+    before = run_state(run)
+    proc = run_zoo("train", "--resume", str(run), "--steps", "3", "--no-progress", env=FAST)
+    expect_error(proc, 2, "cannot take the lock", "it must be a plain file zoo made")
+    assert mine.read_text() == "the user's file" and run_state(run) == before
+
+
 def test_a_zoo_run_folder_without_checkpoints_can_be_reused(tmp_path, photos):
     out = tmp_path / "run"
     train(photos, out, 1)

@@ -28,6 +28,7 @@ import errno
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +39,7 @@ from zoo import checkpoint as fmt
 from zoo.checkpoint import (Checkpoint, CheckpointError, CheckpointWriteError, NonFiniteWeights,
                             state_path_for)
 from zoo.errors import SpecError, ZooError
+from zoo.fileio import kind_of
 from zoo.text import shown
 
 SPEC = "spec.json"
@@ -241,9 +243,9 @@ class RunFolder:
         """Refuse a folder a new run must not write into (read-only: under DDP every rank checks)."""
         root = self.root
         try:
-            os.stat(root)
-            if not os.path.isdir(root):
-                raise SpecError(f"--out {shown(root)} is a file, not a folder: give a new folder for the run")
+            st = os.stat(root)
+            if not stat.S_ISDIR(st.st_mode):
+                raise SpecError(f"--out {shown(root)} is a {kind_of(st)}, not a folder: give a new folder for the run")
             entries = sorted(p.name for p in root.iterdir())
         except FileNotFoundError:
             return
@@ -255,7 +257,7 @@ class RunFolder:
         if not self.is_zoo_made():
             shown_entries = ", ".join(shown(e) for e in entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise SpecError(f"--out {shown(root)} is a folder holding files zoo did not make ({len(entries)} "
-                            f"entries: {shown_entries}); nothing in it was changed: give a new or empty folder")
+                            f"entr{'y' if len(entries) == 1 else 'ies'}: {shown_entries}); nothing in it was changed: give a new or empty folder")
         if self.list_checkpoints():
             raise SpecError(f"run folder {shown(root)} already has checkpoints: continue it with --resume "
                             f"{shown(root)}, or choose another --out/--set run_name=...")
@@ -286,7 +288,15 @@ class RunLock:
             import fcntl
         except ImportError:  # not a POSIX system: no lock, as before
             return cls(None, path)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a symbolic link: the PID written below would land in whatever file it names
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            raise RunLocked(f"cannot take the lock {shown(path)} of run folder {shown(root)} ({exc.strerror or exc}): "
+                            f"it must be a plain file zoo made; remove it if no zoo process runs there") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunLocked(f"the lock {shown(path)} of run folder {shown(root)} is not a plain file: remove it if no "
+                            f"zoo process runs there")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
