@@ -15,7 +15,8 @@ step per round, data included:
   (the seed's 4 workers, ``ZOO_BENCH_SEED_WORKERS`` to change), fp32, NCHW, and the seed's step order (G
   forward; D step on fake.detach() and real; G step with D frozen), with the same nets built through the
   registry. The JPEGs are the embedded photos, downsized to at most 640 px (COCO's size).
-* ``zoo_fp32``: the engine's own step (``Trainer._batch`` + ``Trainer.train_step``) in fp32.
+* ``zoo_fp32``: the engine's own step (``Trainer.batches`` + ``Trainer.train_step``, i.e. ``zoo.batches`` and
+  ``zoo.gan_step``) in fp32.
 * ``zoo_auto``: the same with the default precision (``auto``: bf16 + channels_last on a CPU with
   avx512_bf16/AMX).
 
@@ -78,9 +79,8 @@ class ZooSteps:
 
     def __call__(self) -> None:
         t = self.trainer
-        stage, _, _ = t.schedule.locate(self.step)
-        L, ab = t._batch(self.step)
-        t._agree(t.train_step(L, ab, stage))
+        L, ab = t.batches(self.step)
+        t.train_step(L, ab, t.schedule.stage(self.step))
         _sync(t.device)
         self.step += 1
 
@@ -127,14 +127,14 @@ class SeedSteps:
     """The seed's training step in fp32 on batches from SeedStyleDataset through a DataLoader."""
 
     def __init__(self, spec, folder: Path, rounds: int):
-        from zoo.engine import build_models
-        from zoo.runtime import select_device
-
+        from zoo.models import build_models
         from zoo.registry import get_registry
+        from zoo.runtime import Runtime
 
         spec = spec.resolved(get_registry())
-        self.device = select_device(spec.device)
-        self.models = build_models(spec, self.device)  # the same nets, plain: fp32, NCHW, no engine hooks
+        runtime = Runtime.resolve(spec.device, "fp32")
+        self.device = runtime.device
+        self.models = build_models(spec, runtime)  # the same nets, plain: fp32, NCHW, no engine hooks
         self.pixel_weight = spec.pixel_weight
         self.batch_size = spec.data.batch_size
         workers = int(os.environ.get("ZOO_BENCH_SEED_WORKERS", "4"))
@@ -215,8 +215,8 @@ def test_training_speed(benchmark, bench_config, tmp_path, config, variant):
             "threads": torch.get_num_threads()}
     if variant != "seed_pipeline":
         t = steps.trainer
-        info.update(precision=t.precision, layout="channels_last" if t.memory_format is torch.channels_last
-                    else "NCHW", device=str(t.device), image_size=t.spec.data.image_size,
+        info.update(precision=t.runtime.precision, layout=t.runtime.layout, device=str(t.device),
+                    image_size=t.spec.data.image_size,
                     speedup_vs_seed_pipeline=round(rate / _seed_pipeline_rate(config, bench_config), 3))
     else:
         info.update(device=str(steps.device), precision="fp32", layout="NCHW",
@@ -227,13 +227,15 @@ def test_training_speed(benchmark, bench_config, tmp_path, config, variant):
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 @pytest.mark.parametrize("config", CONFIGS)
 def test_inference_speed(benchmark, bench_config, config, precision):
-    from zoo.engine import InferenceGenerator, build_models
-    from zoo.runtime import select_device
+    from zoo.engine import InferenceGenerator
+    from zoo.models import build_models
     from zoo.registry import get_registry
+    from zoo.runtime import Runtime
 
     spec = _spec(config, precision, bench_config.device).resolved(get_registry())
-    device = select_device(spec.device)
-    gen = InferenceGenerator(build_models(spec, device).generator, device, precision)
+    runtime = Runtime.resolve(spec.device, precision)
+    device = runtime.device
+    gen = InferenceGenerator(build_models(spec, runtime).generator, device, precision)
     size, batch = spec.data.image_size, 16
     L = torch.rand((batch, 1, size, size), generator=torch.Generator().manual_seed(0)) * 2 - 1
 

@@ -32,9 +32,9 @@ def _measure(benchmark, config, case: bench.GanBench, kind: str, name: str, what
     seconds = benchmark.stats.stats.mean if benchmark.stats else bench.seconds_per_call(fn, repeats=1, warmup=0)
     benchmark.extra_info.update({
         "kind": kind, "name": name, "what": what,
-        "generator": case.trainer.spec.generator.name, "generator_options": case.trainer.spec.generator.options,
-        "discriminator": case.trainer.spec.discriminator.name,
-        "discriminator_options": case.trainer.spec.discriminator.options,
+        "generator": case.spec.generator.name, "generator_options": case.spec.generator.options,
+        "discriminator": case.spec.discriminator.name,
+        "discriminator_options": case.spec.discriminator.options,
         "image_size": config.image_size, "batch_size": case.batch_size, "device": str(case.device),
         "precision": case.precision,
         "generator_params": bench.count_parameters(case.generator),

@@ -19,7 +19,7 @@ import zoo.errors
 from PIL import Image, ImageOps
 from skimage.color import rgb2lab
 
-from zoo.checkpoint import list_checkpoints, save_checkpoint
+from zoo.runfolder import list_checkpoints, save_checkpoint
 from zoo.cli import main
 from zoo.colorize import Colorizer, SizeError, combine
 from zoo.lab import AB_SCALE, uint8_to_model_input

@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from zoo.checkpoint import list_checkpoints, load_checkpoint
+from zoo.checkpoint import load_checkpoint
+from zoo.runfolder import list_checkpoints
 from zoo.distributed import World, check_batch, shard, weights_digest
 from zoo.engine import _check_parallel
 from zoo.errors import SpecError

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.checkpoint import save_checkpoint
+from zoo.runfolder import save_checkpoint
 from zoo.cli import main
 from zoo.data import embedded_source
 from zoo.lab import uint8_to_model_input

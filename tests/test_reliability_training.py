@@ -20,9 +20,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from zoo.checkpoint import NonFiniteWeights, list_checkpoints, save_checkpoint
+from zoo.checkpoint import NonFiniteWeights
+from zoo.runfolder import list_checkpoints, save_checkpoint
 from zoo.fileio import atomic_write
 from zoo.engine import Trainer
+from zoo.text import shown
 
 from conftest import (FAST, assert_same_tensors, expect_error, expect_ok, make_plugin_dist, run_zoo, tiny_args,
                       tiny_spec, train, zoo_here)
@@ -71,11 +73,11 @@ def test_signal_saves_stops_cleanly_and_resume_ends_with_the_same_weights(tmp_pa
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=240)
     stopped = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
-    line = expect_error(stopped, rc, f"stopped by {sig.name} at step ", f"continue with: zoo train --resume {out}")
+    line = expect_error(stopped, rc, f"stopped by {sig.name} at step ", f"continue with: zoo train --resume {shown(out)}")
     step = int(line.split(" at step ")[1].split()[0])
     assert 1 <= step < STEPS
     saved = list_checkpoints(out / "checkpoints")
-    assert [p.name for p in saved] == [f"step-{step:06d}.safetensors"] and str(saved[0]) in line
+    assert [p.name for p in saved] == [f"step-{step:06d}.safetensors"] and shown(saved[0]) in line
     assert f"zoo: {sig.name} received: finishing step " in stderr and "saving a checkpoint" in stderr
 
     resumed = run_zoo("train", "--resume", str(out), "--no-progress", env=FAST)
@@ -142,7 +144,7 @@ def test_nan_or_inf_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp
     out = tmp_path / "run"
     proc = run_zoo(*tiny_args(photos, out, 10, "--pixel-loss", loss, "--set", f"pixel_loss.options.value=.{value}",
                               "--set", "checkpoint_every=1", "--set", "keep_checkpoints=5"), env=bad_loss_env)
-    line = expect_error(proc, 3, words, "step-000003.safetensors", f"--resume {out}")
+    line = expect_error(proc, 3, words, "step-000003.safetensors", f"--resume {shown(out)}")
     if loss == "bad_grad_l1":
         assert "hold nan at step 4: not saved" in line
     saved = list_checkpoints(out / "checkpoints")
@@ -246,8 +248,8 @@ def test_a_failed_checkpoint_write_is_one_line_and_leaves_no_temporary_file(tmp_
     before = digest(ckpts)
     (ckpts / "step-000002.safetensors").mkdir()  # the rename into place fails, as on a broken file system
     proc = run_zoo("train", "--resume", str(run), "--steps", "2", "--no-progress", env=FAST)
-    expect_error(proc, 2, f"cannot write checkpoint {ckpts / 'step-000002.safetensors'}", "earlier checkpoints "
-                 "are intact", f"zoo train --resume {run}")
+    expect_error(proc, 2, f"cannot write checkpoint {shown(ckpts / 'step-000002.safetensors')}", "earlier "
+                 "checkpoints are intact", f"zoo train --resume {shown(run)}")
     assert {k: v for k, v in digest(ckpts).items() if k.startswith("step-000001")} == before
     assert not list(ckpts.glob("*.tmp")) and not list(ckpts.glob(".*"))
 

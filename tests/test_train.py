@@ -4,7 +4,8 @@ from pathlib import Path
 
 import torch
 
-from zoo.checkpoint import latest_checkpoint, list_checkpoints, load_state
+from zoo.checkpoint import load_state
+from zoo.runfolder import latest_checkpoint, list_checkpoints
 from zoo.engine import Trainer
 
 from zoo.cli import main

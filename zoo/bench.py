@@ -1,8 +1,9 @@
 """Measuring helpers shared by ``benchmarks/`` and ``zoo leaderboard``: parameters, throughput, peak memory.
 
 A :class:`GanBench` holds one generator x discriminator pair built from a spec, with a fixed batch on the
-device. Its ``train_step`` is the engine's own GAN step (``zoo.engine.Trainer.train_step``: D step, then G
-step with GAN + pixel loss), so a benchmark measures exactly what ``zoo train`` runs.
+device, and the spec's :class:`zoo.runtime.Runtime`. Its ``train_step`` is the engine's own GAN step
+(:func:`zoo.gan_step.gan_step`: D step, then G step with GAN + pixel loss, in the training precision and layout),
+so a benchmark measures exactly what ``zoo train`` runs.
 
 Peak memory (:func:`peak_memory`) is what one call allocates on top of what already exists (weights and
 optimizer state are not counted; activations, gradients and temporaries are):
@@ -80,37 +81,37 @@ def count_parameters(module: nn.Module) -> int:
 class GanBench:
     """One generator x discriminator pair of a spec, with a fixed random batch on the spec's device."""
 
-    trainer: Any  # zoo.engine.Trainer without data: only train_step is used
+    spec: Any  # zoo.spec.TrainSpec, resolved
+    runtime: Any  # zoo.runtime.Runtime: device, precision and memory layout of the engine for this spec
+    models: Any  # zoo.models.Models, prepared for training as the engine prepares them
     L: torch.Tensor
     ab: torch.Tensor
 
     @classmethod
     def create(cls, spec, registry: Registry | None = None) -> "GanBench":
-        from zoo.engine import RunPaths, Schedule, Trainer, build_models
-        from zoo.runtime import select_device
         from zoo.lab import uint8_to_model_input
+        from zoo.models import build_models, prepare_for_training
+        from zoo.runtime import Runtime
 
         registry = registry or get_registry()
         spec = spec.resolved(registry)
-        device = select_device(spec.device)
-        models = build_models(spec, device, registry)
+        runtime = Runtime.resolve(spec.device, spec.precision)
+        models = build_models(spec, runtime, registry)
+        prepare_for_training(models, runtime)
         size, batch = spec.data.image_size, spec.data.batch_size
         gen = torch.Generator().manual_seed(spec.seed)
         images = torch.randint(0, 256, (batch, 3, size, size), generator=gen, dtype=torch.uint8)
-        L, ab = uint8_to_model_input(images.to(device))
-        trainer = Trainer(spec, RunPaths(Path(os.devnull)), device, models, data=None,
-                          schedule=Schedule(1, 0, 1), log=lambda msg: None, progress=False)
-        layout = getattr(trainer, "memory_format", torch.contiguous_format)  # the engine's layout for its precision
-        return cls(trainer, L.contiguous(memory_format=layout), ab.contiguous(memory_format=layout))
+        L, ab = uint8_to_model_input(images.to(runtime.device))
+        return cls(spec, runtime, models, runtime.batch(L), runtime.batch(ab))
 
     @property
     def device(self) -> torch.device:
-        return self.trainer.device
+        return self.runtime.device
 
     @property
     def precision(self) -> str:
         """The precision the engine trains in (``auto`` resolved: fp32, bf16 or fp16)."""
-        return getattr(self.trainer, "precision", self.trainer.spec.precision)
+        return self.runtime.precision
 
     @property
     def batch_size(self) -> int:
@@ -118,11 +119,11 @@ class GanBench:
 
     @property
     def generator(self) -> nn.Module:
-        return self.trainer.models.generator
+        return self.models.generator
 
     @property
     def discriminator(self) -> nn.Module:
-        return self.trainer.models.discriminator
+        return self.models.discriminator
 
     def release_gradients(self) -> None:
         """Drop both nets' gradients (as the step's zero_grad(set_to_none=True) would), before a memory measure."""
@@ -131,26 +132,24 @@ class GanBench:
 
     def train_step(self) -> None:
         """One GAN step of the engine (D step, then G step), synchronized."""
-        self.trainer.train_step(self.L, self.ab, "gan")
+        from zoo.gan_step import gan_step
+
+        gan_step(self.models, self.L, self.ab, self.runtime, self.spec.pixel_weight)
         sync(self.device)
 
     @torch.no_grad()
     def generator_inference(self) -> None:
         """Generator forward pass on the batch in eval mode, in the training precision, synchronized."""
-        from zoo.engine import autocast_for
-
         self.generator.eval()
-        with autocast_for(self.device, self.precision):
+        with self.runtime.autocast():
             self.generator(self.L)
         sync(self.device)
 
     @torch.no_grad()
     def discriminator_inference(self) -> None:
         """Discriminator forward pass on the (L, ab) batch in eval mode, in the training precision, synchronized."""
-        from zoo.engine import autocast_for
-
         self.discriminator.eval()
-        with autocast_for(self.device, self.precision):
+        with self.runtime.autocast():
             self.discriminator(torch.cat([self.L, self.ab], 1))
         sync(self.device)
 
@@ -179,26 +178,20 @@ def throughput(fn: Callable[[], Any], batch_size: int, repeats: int = 3, warmup:
 def generator_throughput(generator: nn.Module, image_size: int, batch_size: int, device: torch.device | str,
                          precision: str = "fp32", repeats: int = 3, warmup: int = 1) -> float:
     """Inference images per second of a generator (eval mode, under ``precision``'s autocast and the engine's
-    memory layout for it) on random L of ``batch_size`` x image_size^2."""
-    from zoo.engine import autocast_for
+    memory layout for it, from :class:`zoo.runtime.Runtime`) on random L of ``batch_size`` x image_size^2."""
+    from zoo.runtime import Runtime
 
-    device = torch.device(device)
-    try:
-        from zoo.engine import memory_format_for
-
-        layout = memory_format_for(device, precision)
-    except ImportError:  # an engine without layout choice
-        layout = torch.contiguous_format
-    if layout is not torch.contiguous_format:  # measure a copy: the caller's net keeps its layout
-        generator = copy.deepcopy(generator).to(memory_format=layout)
+    runtime = Runtime.resolve(torch.device(device), precision)
+    if runtime.memory_format is not torch.contiguous_format:  # measure a copy: the caller's net keeps its layout
+        generator = copy.deepcopy(generator).to(memory_format=runtime.memory_format)
     L = torch.rand((batch_size, 1, image_size, image_size), generator=torch.Generator().manual_seed(0)) * 2 - 1
-    L = L.to(device).contiguous(memory_format=layout)
+    L = runtime.batch(L)
     generator.eval()
 
     def forward():
-        with autocast_for(device, precision):
+        with runtime.autocast():
             generator(L)
-        sync(device)
+        sync(runtime.device)
 
     return throughput(forward, batch_size, repeats, warmup)
 

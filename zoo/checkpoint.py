@@ -1,24 +1,21 @@
-"""Checkpoints: safe to load, atomic to write.
+"""The file format of one checkpoint: safe to load, atomic to write.
 
-A checkpoint is two files in ``RUN/checkpoints/``:
+A checkpoint is two files (their names and place in a run folder: :mod:`zoo.runfolder`):
 
-- ``step-000123.safetensors``: the weights of both nets (keys ``generator.*`` and ``discriminator.*``) with
-  the resolved spec as JSON and the step in the safetensors metadata. This file alone rebuilds the
-  model (`zoo colorize`, `zoo eval`); loading it never unpickles anything.
-- ``step-000123.state.pt``: training state used only by ``--resume`` (optimizers, stage, step, RNG
-  states), read with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
+- ``NAME.safetensors``: the weights of both nets (keys ``generator.*`` and ``discriminator.*``) with the
+  resolved spec as JSON and the step in the safetensors metadata. This file alone rebuilds the model
+  (`zoo colorize`, `zoo eval`); loading it never unpickles anything.
+- ``NAME.state.pt``: training state used only by ``--resume`` (optimizers, stage, step, RNG states), read with
+  ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
 
-Writes go to a temporary file that is fsynced and renamed into place, so a crash or a full disk during a
-save never leaves a corrupt checkpoint under a final name; the last ``keep`` checkpoints are kept so
-that a damaged newest one can fall back to the previous.
+Writes go through :func:`zoo.fileio.atomic_write` (a temporary file, fsynced, renamed into place), so a crash or
+a full disk during a save never leaves a corrupt checkpoint under a final name.
 """
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import re
-import time
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +25,9 @@ import torch
 
 from zoo.errors import CheckpointError
 from zoo.fileio import atomic_write
+from zoo.text import shown
 
 FORMAT = "zoo-checkpoint/1"
-_NAME = re.compile(r"^step-(\d+)\.safetensors$")
-_TMP = re.compile(r"^\.step-\d+\.(safetensors|state\.pt)\..+\.tmp$")  # atomic_write's names in a checkpoints folder
-STALE_TMP_SECONDS = 600  # older temporary files are leftovers of a killed save
 
 
 class CheckpointWriteError(CheckpointError):
@@ -65,107 +60,90 @@ def state_path_for(weights: Path) -> Path:
     return weights.with_name(weights.name.replace(".safetensors", ".state.pt"))
 
 
-def save_checkpoint(folder: Path, step: int, spec_json: str, generator: torch.nn.Module,
-                    discriminator: torch.nn.Module | None, state: dict[str, Any] | None,
-                    extra_metadata: dict[str, str] | None = None, keep: int = 3) -> Path:
-    """Write ``step-NNNNNN.safetensors`` (+ ``.state.pt`` when ``state`` is given) atomically; prune old ones."""
+def write_checkpoint(weights_path: Path, step: int, spec_json: str, generator: torch.nn.Module,
+                     discriminator: torch.nn.Module | None, state: dict[str, Any] | None,
+                     extra_metadata: dict[str, str] | None = None) -> Path:
+    """Write one checkpoint atomically: ``weights_path`` (+ its ``.state.pt`` when ``state`` is given)."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    weights_path = folder / f"step-{step:06d}.safetensors"
+    weights_path = Path(weights_path)
     tensors = {f"generator.{k}": v.detach().to("cpu").contiguous().clone()
                for k, v in generator.state_dict().items()}
     if discriminator is not None:
         tensors.update({f"discriminator.{k}": v.detach().to("cpu").contiguous().clone()
                         for k, v in discriminator.state_dict().items()})
     metadata = {"format": FORMAT, "spec": spec_json, "step": str(step), **(extra_metadata or {})}
-    _check_finite(tensors, step, folder)
+    _check_finite(tensors, step)
     try:
         if state is not None:  # state first: a weights file under its final name implies its state is complete
             atomic_write(state_path_for(weights_path), lambda tmp: torch.save(state, tmp))
         atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     except Exception as exc:  # OSError, or torch's / safetensors' own error for a full disk
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _short(exc)
-        raise CheckpointWriteError(
-            f"cannot write checkpoint {weights_path} ({reason}); earlier checkpoints are intact: free disk space "
-            f"or fix the folder, then continue with: zoo train --resume {folder.parent}") from None
-    prune(folder, keep)
+        raise CheckpointWriteError(f"cannot write checkpoint {shown(weights_path)} "
+                                   f"({_write_failure(exc, weights_path.parent)})") from None
     return weights_path
 
 
-def _check_finite(tensors: dict[str, torch.Tensor], step: int, folder: Path) -> None:
+def _write_failure(exc: Exception, folder: Path) -> str:
+    """Why a write failed, in words: torch.save reports a full disk as "unexpected pos 128 vs 0"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < 1 << 20:
+        return f"No space left on device: {free} bytes free"
+    return _short(exc)
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], step: int) -> None:
     """Refuse inf/nan weights (a finite loss can still come with an overflowing gradient)."""
     for key, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             what = "nan" if bool(torch.isnan(value).any()) else "inf"
-            kept = list_checkpoints(folder)
-            last = f"the last good checkpoint, {kept[-1].name}, is kept" if kept else "no checkpoint was saved before"
-            raise NonFiniteWeights(
-                f"weights {key!r} hold {what} at step {step}: not saved, {last}; lower the learning rate or check "
-                f"the losses and data, then continue with: zoo train --resume {folder.parent}")
-
-
-def list_checkpoints(folder: Path) -> list[Path]:
-    """Checkpoint weight files in a folder, newest step last."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def prune(folder: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints, and temporary files left by a save that was killed."""
-    for old in list_checkpoints(folder)[:-keep]:
-        for p in (old, state_path_for(old)):
-            try:
-                p.unlink()
-            except FileNotFoundError:
-                pass
-    now = time.time()
-    for p in Path(folder).iterdir():
-        try:
-            if _TMP.match(p.name) and now - p.stat().st_mtime > STALE_TMP_SECONDS:
-                p.unlink()
-        except OSError:
-            pass
+            raise NonFiniteWeights(f"weights {shown(key)} hold {what} at step {step}: not saved")
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint file (or the newest good one of a run folder); one-line CheckpointError otherwise.
+    """Read a checkpoint file; one-line CheckpointError otherwise (a run folder: zoo.runfolder.open_checkpoint).
 
     Only the safetensors format is parsed (a JSON header and raw tensor bytes): a pickle, a zip made by
     ``torch.save`` or any other file is refused before anything in it is interpreted.
     """
     path = Path(path)
     if path.is_dir():
-        return latest_checkpoint(path)[0]
+        raise CheckpointError(f"{shown(path)} is a folder, not a checkpoint file (a run folder: "
+                              f"zoo.runfolder.open_checkpoint)")
     if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        raise CheckpointError(f"checkpoint {shown(path)} does not exist")
     if not path.is_file():  # a FIFO or a device would block or never end
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a regular file")
+        raise CheckpointError(f"checkpoint {shown(path)} is not a regular file")
     what = _not_safetensors(path)
     if what is not None:
-        raise CheckpointError(f"{str(path)!r} is not a zoo checkpoint: {what}; give a run folder or a "
+        raise CheckpointError(f"{shown(path)} is not a zoo checkpoint: {what}; give a run folder or a "
                               f"step-*.safetensors file written by `zoo train`")
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-        tensors = load_file(str(path))
+    try:  # from bytes: safetensors' own file API refuses paths that are not UTF-8
+        with open(path, "rb") as fh:
+            data = fh.read()
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError("its __metadata__ is not an object")
+        tensors = load(data)
     except Exception as exc:  # SafetensorError, OSError, ...: any failure to parse untrusted bytes
         raise CheckpointError(
-            f"{str(path)!r} is not a readable zoo checkpoint ({_short(exc)}); give a run folder or a "
+            f"{shown(path)} is not a readable zoo checkpoint ({_short(exc)}); give a run folder or a "
             f"step-*.safetensors file written by `zoo train`") from None
     if metadata.get("format") != FORMAT or "spec" not in metadata:
-        raise CheckpointError(f"{str(path)!r} is a safetensors file but not a zoo checkpoint (no zoo spec in its "
+        raise CheckpointError(f"{shown(path)} is a safetensors file but not a zoo checkpoint (no zoo spec in its "
                               f"metadata); give a file written by `zoo train`")
     try:
         step = int(metadata.get("step", 0))
     except ValueError:
-        raise CheckpointError(f"{str(path)!r} has a corrupt step in its metadata ({metadata['step'][:50]!r})") from None
+        raise CheckpointError(f"{shown(path)} has a corrupt step in its metadata ({shown(metadata['step'][:50])})") from None
     gen = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}
     disc = {k[len("discriminator."):]: v for k, v in tensors.items() if k.startswith("discriminator.")}
     return Checkpoint(path, metadata["spec"], step, gen, disc, metadata)
@@ -211,14 +189,14 @@ def load_state(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"training state {str(path)!r} is missing")
+        raise CheckpointError(f"training state {shown(path)} is missing")
     try:
         with open(path, "rb") as fh:
             is_zip = fh.read(4) == _ZIP_MAGIC
     except OSError as exc:
-        raise CheckpointError(f"training state {str(path)!r} cannot be read ({exc.strerror or exc})") from None
+        raise CheckpointError(f"training state {shown(path)} cannot be read ({exc.strerror or exc})") from None
     if not is_zip:
-        raise CheckpointError(f"training state {str(path)!r} is not a file written by torch.save (refused "
+        raise CheckpointError(f"training state {shown(path)} is not a file written by torch.save (refused "
                               f"unread: zoo does not unpickle other files)")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols: the refusal below says enough
@@ -227,45 +205,10 @@ def load_state(path: Path) -> dict[str, Any]:
     except Exception as exc:  # UnpicklingError, EOFError, RuntimeError (zip), ...
         reason = "it holds objects other than tensors and plain data" if isinstance(
             exc, pickle.UnpicklingError) else _short(exc)
-        raise CheckpointError(f"training state {str(path)!r} is corrupt or unsafe ({reason}); it was refused "
+        raise CheckpointError(f"training state {shown(path)} is corrupt or unsafe ({reason}); it was refused "
                               f"and nothing in it was run") from None
     missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise CheckpointError(f"training state {str(path)!r} is not a zoo training state (missing "
+        raise CheckpointError(f"training state {shown(path)} is not a zoo training state (missing "
                               f"{', '.join(missing)})")
     return state
-
-
-def latest_checkpoint(run_dir: Path, with_state: bool = False) -> tuple[Checkpoint, dict[str, Any] | None, list[str]]:
-    """Newest checkpoint of a run that loads cleanly, falling back to older ones.
-
-    Returns (checkpoint, state or None, notes): a note per damaged checkpoint that was passed over.
-    """
-    run_dir = Path(run_dir)
-    folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
-    candidates = list_checkpoints(folder)
-    if not candidates:
-        raise CheckpointError(f"no checkpoint found in {str(run_dir)!r}: give a run folder made by `zoo train` "
-                              f"or a step-*.safetensors file")
-    notes: list[str] = []
-    for path in reversed(candidates):
-        try:
-            ckpt = load_checkpoint(path)
-            state = load_state(ckpt.state_path) if with_state else None
-        except CheckpointError as exc:
-            notes.append(f"skipped damaged checkpoint {path.name}: {exc}")
-            continue
-        return ckpt, state, notes
-    raise CheckpointError(f"every checkpoint in {str(folder)!r} is damaged ({'; '.join(notes)})")
-
-
-def read_run_spec(run_dir: Path) -> str:
-    path = Path(run_dir) / "spec.json"
-    if not path.is_file():
-        raise CheckpointError(f"{str(run_dir)!r} is not a zoo run folder (no spec.json)")
-    text = path.read_text(encoding="utf-8")
-    try:
-        json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{str(path)!r} is corrupt: {exc}") from None
-    return text

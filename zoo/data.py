@@ -232,14 +232,21 @@ def embedded_source() -> ImageSource:
     )
 
 
-def scan_folder(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """A zoo run folder (spec.json and checkpoints/): never data, even inside a data folder."""
+    return os.path.isfile(os.path.join(folder, "spec.json")) and os.path.isdir(os.path.join(folder, "checkpoints"))
+
+
+def scan_folder(root: Path, skipped: list[tuple[str, str]], exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """Image files under ``root`` (IMAGE_EXTENSIONS, any case; recursive, symlinks followed once), sorted by path.
 
-    Folders that cannot be listed are appended to ``skipped`` as (path, reason). Shared by ``--data DIR``
-    and ``zoo colorize DIR``.
+    Folders that cannot be listed are appended to ``skipped`` as (path, reason). Zoo run folders inside ``root``
+    (their sample grids are not data) and the folders in ``exclude`` (the output of the run being made) are left
+    out. Shared by ``--data DIR`` and ``zoo colorize DIR``.
     """
     found: list[Path] = []
     visited: set[str] = set()
+    left_out = {os.path.realpath(p) for p in exclude}
 
     def on_error(exc: OSError) -> None:
         skipped.append((str(exc.filename), exc.strerror or str(exc)))
@@ -251,6 +258,9 @@ def scan_folder(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
             dirnames[:] = []
             continue
         visited.add(real)
+        if real in left_out or (dirpath != str(root) and is_run_folder(dirpath)):
+            dirnames[:] = []
+            continue
         dirnames.sort()
         found.extend(Path(dirpath, f) for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS))
     return sorted(found)
@@ -260,7 +270,8 @@ def _items(paths: Sequence[Path]) -> list[ImageItem]:
     return [ImageItem(name=str(p), path=p) for p in paths]
 
 
-def folder_source(root: str | os.PathLike, seed: int = 123, val_fraction: float = 0.2) -> ImageSource:
+def folder_source(root: str | os.PathLike, seed: int = 123, val_fraction: float = 0.2,
+                  exclude: Sequence[str | os.PathLike] = ()) -> ImageSource:
     """Images under a folder (extensions: IMAGE_EXTENSIONS, any case; recursive).
 
     With ``train/`` and ``val/`` subfolders those are the split. Otherwise the sorted paths are split by
@@ -273,7 +284,7 @@ def folder_source(root: str | os.PathLike, seed: int = 123, val_fraction: float 
     skipped: list[tuple[str, str]] = []
     extensions = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
     if (root / "train").is_dir() and (root / "val").is_dir():
-        train, val = scan_folder(root / "train", skipped), scan_folder(root / "val", skipped)
+        train, val = scan_folder(root / "train", skipped, exclude), scan_folder(root / "val", skipped, exclude)
         for part, paths in (("train", train), ("val", val)):
             if not paths:
                 raise DataError(
@@ -281,7 +292,7 @@ def folder_source(root: str | os.PathLike, seed: int = 123, val_fraction: float 
                 )
         return ImageSource(name=str(root), train=_items(train), val=_items(val), skipped=skipped)
 
-    paths = scan_folder(root, skipped)
+    paths = scan_folder(root, skipped, exclude)
     n = len(paths)
     if n == 0:
         raise DataError(f"no images ({extensions}) found under {root}: point --data at a folder of images")
@@ -367,17 +378,19 @@ def coco_sample_source() -> ImageSource:
     return ImageSource(name="coco-sample", train=_items(train), val=_items(val))
 
 
-def resolve_source(source: str = "embedded", seed: int = 123, val_fraction: float = 0.2) -> ImageSource:
+def resolve_source(source: str = "embedded", seed: int = 123, val_fraction: float = 0.2,
+                   exclude: Sequence[str | os.PathLike] = ()) -> ImageSource:
     """``--data`` -> :class:`ImageSource`: ``"embedded"`` (default), ``"coco-sample"`` or a folder path.
 
-    ``seed`` and ``val_fraction`` only apply to folders without train/ and val/ subfolders.
+    ``seed`` and ``val_fraction`` only apply to folders without train/ and val/ subfolders; ``exclude``: folders
+    left out of a folder's scan (see :func:`scan_folder`).
     """
     if source == "embedded":
         return embedded_source()
     if source == "coco-sample":
         return coco_sample_source()
     if os.path.isdir(source):
-        return folder_source(source, seed=seed, val_fraction=val_fraction)
+        return folder_source(source, seed=seed, val_fraction=val_fraction, exclude=exclude)
     raise DataError(f"data source {source!r} is not a folder and not one of: {', '.join(SOURCES)}")
 
 
@@ -568,10 +581,12 @@ class TrainData:
     val: DecodedImages
 
 
-def load_train_data(spec, log: Callable[[str], None] = print) -> TrainData:
-    """Resolve ``spec.data.source``, decode its train and val images once, and report what was skipped."""
+def load_train_data(spec, log: Callable[[str], None] = print, exclude: Sequence[str | os.PathLike] = ()) -> TrainData:
+    """Resolve ``spec.data.source``, decode its train and val images once, and report what was skipped.
+
+    ``exclude``: folders left out of a folder source (the run folder being trained into)."""
     data = spec.data
-    source = resolve_source(data.source, seed=data.split_seed, val_fraction=data.val_fraction)
+    source = resolve_source(data.source, seed=data.split_seed, val_fraction=data.val_fraction, exclude=exclude)
     if not source.train:
         raise DataError(f"data source {data.source!r} has no training images")
     if source.skipped:

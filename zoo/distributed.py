@@ -192,3 +192,21 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
         h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def seed_rank_rng(seed: int, world: World) -> None:
+    """Under DDP, after the (identical) weight init: a dropout stream of its own for each rank."""
+    if world.enabled:
+        torch.manual_seed((seed * 1_000_003 + 7919 * (world.rank + 1)) % 2**63)
+
+
+def restore_rng(rng: dict[str, Any], seed: int, world: World, device: torch.device, step: int) -> None:
+    """Restore this rank's RNG state from a checkpoint. A run resumed with another number of processes than
+    it was saved with: rank 0 takes the saved main stream, other ranks a fresh one derived from the step."""
+    ranks = rng.get("ranks") or []
+    mine = ranks[world.rank] if len(ranks) == world.size else rng
+    torch.set_rng_state(mine["torch"])
+    if device.type == "cuda" and mine.get("cuda"):
+        torch.cuda.set_rng_state_all(mine["cuda"])
+    if mine is rng and world.rank > 0:
+        torch.manual_seed((seed * 1_000_003 + 7919 * (world.rank + 1) + 104_729 * step) % 2**63)

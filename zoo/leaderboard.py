@@ -167,7 +167,7 @@ def run_leaderboard(config: LeaderboardConfig, log: Callable[[str], None] | None
     """Train, evaluate and rank every generator of ``config``; write the three files; return their folder."""
     # torch and the training stack: imported when a leaderboard runs (see the module docstring)
     from zoo import bench
-    from zoo.checkpoint import list_checkpoints
+    from zoo.runfolder import list_checkpoints
     from zoo.engine import Trainer
     from zoo.runtime import select_device
     from zoo.evaluate import GRAY_BASELINE, candidate_from_trained, evaluate, load_images

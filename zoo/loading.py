@@ -13,15 +13,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from zoo.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
+from zoo.checkpoint import Checkpoint
+from zoo.models import load_weights
+from zoo.runfolder import list_checkpoints, open_checkpoint
 from zoo.errors import CheckpointError, SpecError, UnknownComponent
 from zoo.registry import DISABLE_ENV, Registry, disabled_plugins, get_registry
 from zoo.spec import TrainSpec, spec_from_json
 from zoo.text import shown
-
-#: how many tensor names a message about weights that do not fit lists per kind
-_NAMES_SHOWN = 3
-
 
 @dataclass
 class TrainedModel:
@@ -41,11 +39,6 @@ class TrainedModel:
         return self.spec.generator.name
 
 
-def _names(keys: list[str]) -> str:
-    listed = ", ".join(shown(k) for k in keys[:_NAMES_SHOWN])
-    return listed + (f", ... ({len(keys) - _NAMES_SHOWN} more)" if len(keys) > _NAMES_SHOWN else "")
-
-
 def check_finite(tensors: dict[str, torch.Tensor], what: str, path: Path) -> None:
     """Refuse weights holding NaN or inf, naming the checkpoint, the tensor and an earlier checkpoint to use."""
     for key, value in tensors.items():
@@ -57,33 +50,6 @@ def check_finite(tensors: dict[str, torch.Tensor], what: str, path: Path) -> Non
             raise CheckpointError(f"{shown(path)}: {what} tensor {shown(key)} holds {'NaN' if nan else 'inf'} "
                                   f"({count} of {value.numel()} values): the weights are damaged (a diverged "
                                   f"run?); {hint}")
-
-
-def load_weights(net: nn.Module, tensors: dict[str, torch.Tensor], what: str, path: Path) -> None:
-    """Load ``tensors`` into ``net`` (strict); weights that do not fit give one line saying what does not fit."""
-    wanted = net.state_dict()
-    missing = [k for k in wanted if k not in tensors]
-    unexpected = [k for k in tensors if k not in wanted]
-    reshaped = [k for k in wanted if k in tensors and tuple(tensors[k].shape) != tuple(wanted[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} of its {len(wanted)} tensors missing ({_names(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected ({_names(unexpected)})")
-    if reshaped:
-        k = reshaped[0]
-        problems.append(f"{len(reshaped)} of another shape ({shown(k)}: {tuple(tensors[k].shape)} in the "
-                        f"checkpoint, {tuple(wanted[k].shape)} built)")
-    if problems:
-        raise CheckpointError(f"{shown(path)}: its {what} weights do not fit the {what} its spec builds: "
-                              f"{'; '.join(problems)}; it was not written for this spec (a foreign or edited "
-                              f"checkpoint?)")
-    try:
-        net.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:  # e.g. a dtype that cannot be copied
-        first = (str(exc).strip().splitlines() or [""])[-1].strip()
-        raise CheckpointError(f"{shown(path)}: its {what} weights do not load into the {what} its spec builds "
-                              f"({first[:200]})") from None
 
 
 def _build(registry: Registry, kind: str, spec_part, spec: TrainSpec, path: Path) -> nn.Module:
@@ -114,7 +80,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", registry:
 
     registry = registry or get_registry()
     device = select_device(device)
-    ckpt = load_checkpoint(path)
+    ckpt = open_checkpoint(path)
     try:
         spec = spec_from_json(ckpt.spec_json)
     except SpecError as exc:
@@ -132,4 +98,4 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", registry:
     return model, disc.to(device).eval()
 
 
-__all__ = ["TrainedModel", "check_finite", "load_trained", "load_weights"]
+__all__ = ["TrainedModel", "check_finite", "load_trained"]

@@ -376,11 +376,14 @@ def validate_spec(raw: dict[str, Any]) -> TrainSpec:
 
 
 def spec_to_json(spec: TrainSpec) -> str:
-    return spec.model_dump_json(indent=2)
+    # ASCII JSON: a path with bytes that are not UTF-8 (kept by Python as lone surrogates) round-trips as \udcXX
+    return json.dumps(spec.model_dump(mode="json"), indent=2)
 
 
 def spec_from_json(text: str) -> TrainSpec:
     try:
-        return TrainSpec.model_validate_json(text)
+        return TrainSpec.model_validate(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"invalid stored spec: not JSON ({exc})") from None
     except ValidationError as exc:
         raise SpecError(f"invalid stored spec: {format_validation_error(exc)}") from None

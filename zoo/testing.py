@@ -396,7 +396,7 @@ def _train(checker: _Checker, registry: Registry, options: dict[str, Any], steps
             bad = {k: v for k, v in row.items() if k not in skip and not math.isfinite(v)}
             checker.check(not bad, f"non-finite losses at step {row['step']}: {bad}")
         if kind == "pixel_loss":
-            pretrained = load_checkpoint(trainer.paths.checkpoints / f"step-{steps:06d}.safetensors")
+            pretrained = load_checkpoint(trainer.paths.checkpoint_path(steps))
             after = {n: pretrained.generator[n] for n in before["generator"]}
             checker.check(_changed(before["generator"], after),
                           f"{steps} generator steps with this pixel loss alone left the generator unchanged")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -58,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # a file-system failure (full disk, read-only folder, a file where a folder goes)
         if exc.filename is None:
             raise
-        raise ZooError(f"cannot write or read {exc.filename}: {exc.strerror or exc}; check the path, its "
+        from zoo.text import shown
+
+        raise ZooError(f"cannot write or read {shown(exc.filename)}: {exc.strerror or exc}; check the path, its "
                        f"permissions and the free disk space") from None
 
 
@@ -101,6 +104,8 @@ def _train(args: argparse.Namespace, main_rank: bool) -> int:
             print(f"zoo: using {why}", file=sys.stderr)
         trainer = Trainer.create(spec, run_dir=args.out, progress=progress)
     trainer.fit()
-    if main_rank:
-        print(trainer.paths.root)
+    if main_rank:  # the folder's own bytes (a name that is not UTF-8 included), for scripts: RUN=$(zoo train ...)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(os.fsencode(trainer.paths.root) + b"\n")
+        sys.stdout.buffer.flush()
     return 0
