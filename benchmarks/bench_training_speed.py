@@ -24,7 +24,7 @@ step per round, data included:
 same config, measured in the same session). ``--zoo-device`` / ``ZOO_BENCH_DEVICE`` (benchmarks/conftest.py)
 picks the device and ``--zoo-rounds`` the rounds (at least 10 for ``cpu``, at most 3 for ``seed``). Inference
 cases: the config's generator at its image size (``seed``: 256 px), batch 16, eval mode through
-``zoo.engine.InferenceGenerator``, fp32 and auto.
+``zoo.inference.Predictor`` (the path colorize and eval use), fp32 and auto.
 """
 from __future__ import annotations
 
@@ -227,7 +227,7 @@ def test_training_speed(benchmark, bench_config, tmp_path, config, variant):
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 @pytest.mark.parametrize("config", CONFIGS)
 def test_inference_speed(benchmark, bench_config, config, precision):
-    from zoo.engine import InferenceGenerator
+    from zoo.inference import Predictor
     from zoo.models import build_models
     from zoo.registry import get_registry
     from zoo.runtime import Runtime
@@ -235,7 +235,7 @@ def test_inference_speed(benchmark, bench_config, config, precision):
     spec = _spec(config, precision, bench_config.device).resolved(get_registry())
     runtime = Runtime.resolve(spec.device, precision)
     device = runtime.device
-    gen = InferenceGenerator(build_models(spec, runtime).generator, device, precision)
+    gen = Predictor(build_models(spec, runtime).generator, runtime)
     size, batch = spec.data.image_size, 16
     L = torch.rand((batch, 1, size, size), generator=torch.Generator().manual_seed(0)) * 2 - 1
 
@@ -250,5 +250,5 @@ def test_inference_speed(benchmark, bench_config, config, precision):
     seconds = _mean_seconds(benchmark, forward, rounds)
     benchmark.extra_info.update({
         "config": config, "image_size": size, "batch_size": batch, "precision": gen.precision,
-        "layout": "channels_last" if gen.memory_format is torch.channels_last else "NCHW", "device": str(device),
+        "layout": runtime.layout, "device": str(device),
         "img_per_s": round(batch / seconds, 3), "threads": torch.get_num_threads()})

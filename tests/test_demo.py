@@ -9,7 +9,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid

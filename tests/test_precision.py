@@ -8,8 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.checkpoint import latest_checkpoint, load_state, state_path_for
-from zoo.engine import InferenceGenerator, Trainer, _dense_grads_into_norms, build_models
+from zoo.checkpoint import load_state, state_path_for
+from zoo.engine import Trainer
+from zoo.inference import Predictor
+from zoo.models import build_models, dense_grads_into_norms
+from zoo.runfolder import latest_checkpoint
+from zoo.runtime import Runtime
 
 from conftest import FAST, TINY, assert_same_tensors, run_zoo, tiny_spec, train
 
@@ -116,12 +120,12 @@ def test_grad_scaler_state_is_restored_from_the_checkpoint(tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_dense_norm_gradients_leave_values_unchanged(tmp_path, precision):
     t = Trainer.create(spec(1, precision), run_dir=tmp_path / "r", **quiet())
-    L, ab = t._batch(0)
+    L, ab = t.batches(0)
 
     def grads(hooked: bool):
-        net = build_models(t.spec, CPU).generator.to(memory_format=torch.channels_last)
+        net = build_models(t.spec, t.runtime).generator.to(memory_format=torch.channels_last)
         if hooked:
-            _dense_grads_into_norms(net)
+            dense_grads_into_norms(net)
         torch.manual_seed(0)  # the same dropout masks
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             out = net(L)
@@ -137,14 +141,14 @@ def test_dense_norm_gradients_leave_values_unchanged(tmp_path, precision):
         torch.testing.assert_close(dense[name], plain[name], rtol=0, atol=rtol * scale + 1e-12, msg=name)
 
 
-def test_inference_generator_matches_the_plain_generator(tmp_path):
+def test_the_inference_path_matches_the_plain_generator(tmp_path):
     t = Trainer.create(spec(1, "fp32"), run_dir=tmp_path / "r", **quiet())
-    L, _ = t._batch(0)
+    L, _ = t.batches(0)
     gen = t.models.generator.eval()
     with torch.inference_mode():
         reference = gen(L)
-        fast32 = InferenceGenerator(gen, CPU, "fp32")(L)
-        fast16 = InferenceGenerator(gen, CPU, "bf16")(L)
+        fast32 = Predictor(gen, Runtime.resolve(CPU, "fp32"))(L)
+        fast16 = Predictor(gen, Runtime.resolve(CPU, "bf16"))(L)
     assert torch.equal(fast32, reference)
     assert fast16.dtype == torch.float32 and fast16.is_contiguous() and fast16.shape == reference.shape
     difference = (fast16 - reference).abs().max()

@@ -26,8 +26,7 @@ from zoo.runfolder import list_checkpoints
 from zoo.spec import spec_from_json
 from zoo.text import shown
 
-from conftest import TINY, make_plugin_dist, run_zoo
-from test_reliability_data import FAST, error_lines, expect_error, expect_ok, photos, tiny_args  # noqa: F401
+from conftest import FAST, TINY, expect_error, expect_ok, make_plugin_dist, run_zoo, tiny_args
 
 
 def tree_digest(root: Path) -> dict[str, str]:

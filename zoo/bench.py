@@ -137,12 +137,12 @@ class GanBench:
         gan_step(self.models, self.L, self.ab, self.runtime, self.spec.pixel_weight)
         sync(self.device)
 
-    @torch.no_grad()
     def generator_inference(self) -> None:
-        """Generator forward pass on the batch in eval mode, in the training precision, synchronized."""
-        self.generator.eval()
-        with self.runtime.autocast():
-            self.generator(self.L)
+        """Generator forward pass on the batch through the one inference path (:class:`zoo.inference.Predictor`:
+        eval mode, the training precision and layout), synchronized."""
+        from zoo.inference import Predictor
+
+        Predictor(self.generator, self.runtime, prepare=False)(self.L)
         sync(self.device)
 
     @torch.no_grad()
@@ -174,24 +174,20 @@ def throughput(fn: Callable[[], Any], batch_size: int, repeats: int = 3, warmup:
     return batch_size / seconds_per_call(fn, repeats, warmup)
 
 
-@torch.no_grad()
 def generator_throughput(generator: nn.Module, image_size: int, batch_size: int, device: torch.device | str,
                          precision: str = "fp32", repeats: int = 3, warmup: int = 1) -> float:
-    """Inference images per second of a generator (eval mode, under ``precision``'s autocast and the engine's
-    memory layout for it, from :class:`zoo.runtime.Runtime`) on random L of ``batch_size`` x image_size^2."""
+    """Inference images per second of a generator through :class:`zoo.inference.Predictor` (eval mode,
+    ``precision``'s autocast and memory layout) on random L of ``batch_size`` x image_size^2. A copy of the net is
+    measured: the caller's keeps its device and layout."""
+    from zoo.inference import Predictor
     from zoo.runtime import Runtime
 
-    runtime = Runtime.resolve(torch.device(device), precision)
-    if runtime.memory_format is not torch.contiguous_format:  # measure a copy: the caller's net keeps its layout
-        generator = copy.deepcopy(generator).to(memory_format=runtime.memory_format)
+    predictor = Predictor(copy.deepcopy(generator), Runtime.resolve(torch.device(device), precision))
     L = torch.rand((batch_size, 1, image_size, image_size), generator=torch.Generator().manual_seed(0)) * 2 - 1
-    L = runtime.batch(L)
-    generator.eval()
 
     def forward():
-        with runtime.autocast():
-            generator(L)
-        sync(runtime.device)
+        predictor(L)
+        sync(predictor.device)
 
     return throughput(forward, batch_size, repeats, warmup)
 

@@ -54,7 +54,7 @@ class UnreadableImage(DataError):
 # Reading one file
 
 
-def _pixel_limit() -> int:
+def pixel_limit() -> int:
     pil_limit = Image.MAX_IMAGE_PIXELS
     return min(MAX_PIXELS, int(pil_limit)) if pil_limit else MAX_PIXELS
 
@@ -107,10 +107,10 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
             raise UnreadableImage(path, "empty file (0 bytes)")
         with Image.open(path) as img:
             pixels = img.size[0] * img.size[1]
-            if pixels > _pixel_limit():
+            if pixels > pixel_limit():
                 raise UnreadableImage(
                     path,
-                    f"image too large ({img.size[0]}x{img.size[1]} pixels, limit {_pixel_limit():,}): "
+                    f"image too large ({img.size[0]}x{img.size[1]} pixels, limit {pixel_limit():,}): "
                     "possible decompression bomb",
                 )
             try:
@@ -137,7 +137,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     except Image.DecompressionBombError as exc:
         claimed = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(claimed.group(1)):,} pixels, " if claimed else ""
-        raise UnreadableImage(path, f"image too large ({size}limit {_pixel_limit():,}): possible decompression "
+        raise UnreadableImage(path, f"image too large ({size}limit {pixel_limit():,}): possible decompression "
                                     f"bomb") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = "truncated file" if "truncated" in str(exc).lower() else f"corrupt image ({exc})"

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from zoo import distributed
 from zoo.batches import Batches
@@ -44,7 +43,7 @@ from zoo.gan_step import gan_step, pretrain_step
 from zoo.models import Models, build_models, load_training_state, prepare_for_training
 from zoo.registry import Registry, get_registry
 from zoo.runfolder import RunFolder, RunLock
-from zoo.runtime import Runtime, select_device
+from zoo.runtime import Runtime, is_out_of_memory, select_device
 from zoo.schedule import Schedule
 from zoo.signals import StopSignals
 from zoo.spec import TrainSpec, spec_from_json, spec_to_json, validate_spec
@@ -59,44 +58,12 @@ class TrainingStopped(ZooError):
         self.exit_code = exit_code
 
 
-class InferenceGenerator(nn.Module):
-    """A trained generator set up for fast inference: eval mode, the precision's autocast and memory layout.
-
-    ``InferenceGenerator(gen, device)(L)`` takes L (B, 1, H, W) in [-1, 1] and returns ab (B, 2, H, W) as
-    contiguous float32, like the plain generator; use it under ``torch.inference_mode()``. The generator itself
-    is moved and converted in place (``Module.to``). (Moves to zoo.inference.)
-    """
-
-    def __init__(self, generator: nn.Module, device: torch.device | str, precision: str = "auto"):
-        super().__init__()
-        self.runtime = Runtime.resolve(torch.device(device), precision)
-        self.device, self.precision, self.why = self.runtime.device, self.runtime.precision, self.runtime.why
-        self.memory_format = self.runtime.memory_format
-        self.generator = self.runtime.prepare(generator).eval()
-
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
-        L = self.runtime.batch(L)
-        with self.runtime.autocast():
-            ab = self.generator(L)
-        return ab.float().contiguous()
-
-
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
 def _quiet(msg: str) -> None:
     """The log of ranks other than 0: only rank 0 speaks."""
-
-
-_OOM_WORDS = ("can't allocate memory", "not enough memory", "out of memory")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """torch.OutOfMemoryError (CUDA), MemoryError, or the CPU allocator's RuntimeError."""
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    return isinstance(exc, RuntimeError) and any(w in str(exc) for w in _OOM_WORDS)
 
 
 @dataclass
@@ -425,36 +392,36 @@ class Trainer:
 
     @torch.no_grad()
     def sample(self) -> Path | None:
-        """Sample grid (gray | prediction | truth) of fixed validation images, and val L1, at this step."""
-        from zoo.lab import model_output_to_rgb, uint8_to_model_input
+        """Sample grid (gray | prediction | truth) of fixed validation images, val L1, and the run's curves.png,
+        at this step. The generator runs through the one inference path (:class:`zoo.inference.Predictor`)."""
+        from zoo.inference import Predictor
+        from zoo.lab import model_output_to_uint8, uint8_to_model_input
+        from zoo.plot import write_curves
         from zoo.visual import save_grid
 
         val = self.data.val
         if val is None or len(val) == 0 or not self.world.is_main:
             return None
-        g = self.models.generator
-        was_training = g.training
-        g.eval()
-        try:
-            n_eval = min(len(val), self.spec.data.val_images)
-            l1_sum, rows = 0.0, []
-            for start in range(0, n_eval, self.spec.data.batch_size):
-                imgs = val.images[start:min(n_eval, start + self.spec.data.batch_size)].to(self.device)
-                L, ab = uint8_to_model_input(imgs)
-                with self.runtime.autocast():
-                    fake = g(L.contiguous(memory_format=self.memory_format))
-                fake = fake.float()
-                l1_sum += (fake - ab).abs().mean(dim=(1, 2, 3)).sum().item()
-                if start < self.spec.num_samples:
-                    k = min(self.spec.num_samples - start, L.shape[0])
-                    gray = model_output_to_rgb(L[:k], torch.zeros_like(ab[:k]))
-                    rows.append(torch.stack([gray, model_output_to_rgb(L[:k], fake[:k]),
-                                             model_output_to_rgb(L[:k], ab[:k])], 1).cpu())
-        finally:
-            g.train(was_training)
+        predictor = Predictor(self.models.generator, self.runtime, name=self.spec.generator.name, prepare=False)
+        n_eval = min(len(val), self.spec.data.val_images)
+        l1_sum, rows = 0.0, []
+        for start in range(0, n_eval, self.spec.data.batch_size):
+            imgs = val.images[start:min(n_eval, start + self.spec.data.batch_size)].to(self.device)
+            L, ab = uint8_to_model_input(imgs)
+            fake = predictor.predict_ab(L, check_finite=False)  # a NaN shows in val_l1 and the loss check
+            l1_sum += (fake - ab).abs().mean(dim=(1, 2, 3)).sum().item()
+            if start < self.spec.num_samples:
+                k = min(self.spec.num_samples - start, L.shape[0])
+                cells = [model_output_to_uint8(L[:k], x[:k]) for x in (torch.zeros_like(ab), fake, ab)]
+                rows.append(torch.stack(cells, 1).cpu())
         self._write_log({"step": self.step, "val_l1": l1_sum / n_eval, "val_images": n_eval, "time": time.time()})
         out = self.paths.sample_path(self.step)
         save_grid(torch.cat(rows, 0), out, column_titles=("gray input", "prediction", "ground truth"))
+        try:
+            write_curves(self.paths.root)
+        except (OSError, ZooError) as exc:  # a plot is never worth stopping a run for
+            self.log(f"zoo: warning: cannot write {shown(self.paths.root / 'curves.png')} at step {self.step} "
+                     f"({getattr(exc, 'strerror', None) or exc}); training goes on")
         return out
 
 
@@ -467,4 +434,4 @@ def _check_parallel(spec: TrainSpec, world: World, device: torch.device) -> None
                             "--set sync_batchnorm=true for CPU processes")
 
 
-__all__ = ["InferenceGenerator", "Trainer", "TrainingStopped", "is_out_of_memory"]
+__all__ = ["Trainer", "TrainingStopped"]

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooError
-from zoo.runtime import Runtime, cpu_has_fast_bf16, cuda_has_fast_bf16, select_device
+from zoo.runtime import Runtime, cpu_has_fast_bf16, cuda_has_fast_bf16, is_out_of_memory, select_device
 from zoo.text import shown
 
 if TYPE_CHECKING:
@@ -79,15 +79,6 @@ def inference_runtime(device: str | torch.device = "auto", trained_precision: st
     auto = Runtime.resolve(dev, "auto")
     return Runtime(auto.device, auto.precision, f"trained in {trained_precision}, which {dev.type} does not run "
                                                 f"natively, so {auto.why}")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether an exception from a forward pass means the memory ran out (CUDA or the CPU allocator)."""
-    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(s in text for s in ("out of memory", "can't allocate memory",
-                                                                        "not enough memory"))
 
 
 class Predictor:
@@ -252,7 +243,7 @@ def check_size(predictor: Predictor, size: int, batch_size: int = 1, registry: "
     """Refuse, in one line saying which limit it is, a size the generator cannot run at: above zoo's pixel limit
     (:mod:`zoo.data`), more memory than is free (``available`` bytes; default: :func:`available_memory`), or not
     a size the generator takes (its multiple, :func:`generator_size_multiple`)."""
-    from zoo.data import _pixel_limit as pixel_limit
+    from zoo.data import pixel_limit
 
     if size < 1:
         raise SizeError(f"size must be a positive number of pixels, got {size}")

@@ -73,11 +73,10 @@ def build_models(spec: TrainSpec, runtime: Runtime, registry: Registry | None = 
     disc = registry.create("discriminator", spec.discriminator.name, spec.discriminator.options, ctx)
     gan_loss = registry.create("gan_loss", spec.gan_loss.name, spec.gan_loss.options, ctx)
     pixel_loss = registry.create("pixel_loss", spec.pixel_loss.name, spec.pixel_loss.options, ctx)
-    # A component whose options ask for pretrained weights keeps them: init would erase them.
-    if "generator" in spec.init.apply_to and not spec.generator.options.get("pretrained"):
-        init_weights(gen, spec.init.kind, spec.init.gain)
-    if "discriminator" in spec.init.apply_to and not spec.discriminator.options.get("pretrained"):
-        init_weights(disc, spec.init.kind, spec.init.gain)
+    # A component built with pretrained weights (as its plugin declares: Component.is_pretrained) keeps them.
+    for kind, part, net in (("generator", spec.generator, gen), ("discriminator", spec.discriminator, disc)):
+        if kind in spec.init.apply_to and not registry.get(kind, part.name).is_pretrained(part.options):
+            init_weights(net, spec.init.kind, spec.init.gain)
     if sync_batchnorm:
         gen = nn.SyncBatchNorm.convert_sync_batchnorm(gen)
         disc = nn.SyncBatchNorm.convert_sync_batchnorm(disc)

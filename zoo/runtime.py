@@ -89,6 +89,17 @@ def resolve_precision(device: torch.device, precision: str) -> tuple[str, str]:
     return precision, f"{precision} as asked"
 
 
+_OOM_WORDS = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception means the memory ran out: torch.OutOfMemoryError (CUDA), MemoryError, or the CPU
+    allocator's RuntimeError."""
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    return isinstance(exc, RuntimeError) and any(w in str(exc).lower() for w in _OOM_WORDS)
+
+
 @dataclass(frozen=True)
 class Runtime:
     """A device and the precision resolved for it, with what follows from them (autocast, layout, scaler)."""
@@ -141,4 +152,5 @@ class Runtime:
         return f"{self.device}, precision {self.precision} ({self.why}); {self.layout} layout"
 
 
-__all__ = ["PRECISIONS", "Runtime", "cpu_has_fast_bf16", "cuda_has_fast_bf16", "resolve_precision", "select_device"]
+__all__ = ["PRECISIONS", "Runtime", "cpu_has_fast_bf16", "cuda_has_fast_bf16", "is_out_of_memory", "resolve_precision",
+           "select_device"]

@@ -21,7 +21,6 @@ scene never carries the old one's colours.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
