@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import DataError, ZooError
-from zoo.fileio import (TMP_SUFFIX, OutputRefused, check_output_file, inside_run_folder, kind_of,
-                        temp_name_prefix)
+from zoo.fileio import OutputRefused, check_output_file, inside_run_folder, kind_of
 from zoo.text import shown
 
 #: --format -> (PIL format, save options, the suffix written)
@@ -32,8 +31,6 @@ FORMATS = {"png": ("PNG", {}, ".png"), "jpg": ("JPEG", {"quality": 95}, ".jpg")}
 #: libjpeg's JPEG_MAX_DIMENSION: the widest or tallest image a JPEG file can hold
 JPEG_MAX_SIDE = 65_500
 EXIT_OK, EXIT_SOME_FAILED = 0, 1
-#: characters atomic_write's temporary file adds to a name (".", ".", 8 random characters, ".tmp")
-_TEMP_EXTRA = len(temp_name_prefix(Path("x"))) - 1 + 8 + len(TMP_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -148,16 +145,8 @@ def _listing(names: list[str], limit: int = 3) -> str:
 
 def _write_error(target: Path, exc: OSError) -> str:
     if exc.errno == errno.ENAMETOOLONG:
-        size = len(os.fsencode(target.name))
-        try:
-            limit = os.pathconf(target.parent, "PC_NAME_MAX")
-        except (OSError, ValueError):
-            limit = 255
-        if size + _TEMP_EXTRA > limit:
-            return (f"its name is {size} bytes, too long here: names of at most {limit - _TEMP_EXTRA} bytes can be "
-                    f"written ({limit} for the file system, less {_TEMP_EXTRA} for the temporary file written "
-                    f"first); rename the input")
-        return "its path is too long for the file system; use a shorter --out"
+        return (f"its output name ({len(os.fsencode(target.name))} bytes) or path is too long for the file system; "
+                f"rename the input or use a shorter --out")
     return exc.strerror or str(exc)
 
 

@@ -42,7 +42,7 @@ from zoo.errors import CheckpointError, SpecError, ZooError
 from zoo.gan_step import gan_step, pretrain_step
 from zoo.models import Models, build_models, load_training_state, prepare_for_training
 from zoo.registry import Registry, get_registry
-from zoo.runfolder import RunFolder, RunLock
+from zoo.runfolder import CURVES, RunFolder, RunLock
 from zoo.runtime import Runtime, is_out_of_memory, select_device
 from zoo.schedule import Schedule
 from zoo.signals import StopSignals
@@ -420,7 +420,7 @@ class Trainer:
         try:
             write_curves(self.paths.root)
         except (OSError, ZooError) as exc:  # a plot is never worth stopping a run for
-            self.log(f"zoo: warning: cannot write {shown(self.paths.root / 'curves.png')} at step {self.step} "
+            self.log(f"zoo: warning: cannot write {shown(self.paths.root / CURVES)} at step {self.step} "
                      f"({getattr(exc, 'strerror', None) or exc}); training goes on")
         return out
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from zoo.errors import ZooError
+from zoo.runfolder import CURVES as CURVES_FILE, LOSSES  # the run folder's layout has one owner
 from zoo.text import shown
 
 LOSS_KEYS = ("d_real", "d_fake", "g_gan", "g_pixel")
@@ -27,7 +28,6 @@ SPEED_KEY = "img_per_s"
 #: keys of a row that are bookkeeping, not curves
 NOT_CURVES = {"step", "stage", "epoch", "time", "val_images"}
 TITLES = {"img_per_s": "throughput (img/s)", "val_l1": "validation ab L1"}
-CURVES_FILE = "curves.png"
 
 
 class PlotError(ZooError):
@@ -46,7 +46,7 @@ class RunLog:
 def read_log(run_dir: str | os.PathLike) -> RunLog:
     """Read ``RUN/losses.jsonl``; raises PlotError for a folder without one or with no usable row."""
     run = Path(run_dir)
-    path = run / "losses.jsonl"
+    path = run / LOSSES
     if not run.is_dir():
         raise PlotError(f"run folder {shown(run)} does not exist: give a zoo run folder (made by zoo train)")
     if not path.is_file():

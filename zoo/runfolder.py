@@ -47,12 +47,13 @@ LOSSES = "losses.jsonl"
 SAMPLES = "samples"
 CHECKPOINTS = "checkpoints"
 LOCK = ".zoo.lock"
+CURVES = "curves.png"
 #: what zoo itself puts in a run folder (with atomic_write's temporary files ``.NAME.*.tmp``)
-ZOO_ENTRIES = {SPEC, LOSSES, SAMPLES, CHECKPOINTS, LOCK}
+ZOO_ENTRIES = {SPEC, LOSSES, SAMPLES, CHECKPOINTS, LOCK, CURVES}
 
 _WEIGHTS = re.compile(r"^step-(\d+)\.safetensors$")
 _TMP = re.compile(r"^\.step-\d+\.(safetensors|state\.pt)\..+\.tmp$")  # atomic_write's names in checkpoints/
-_ZOO_TMP = re.compile(r"^\.(spec\.json|losses\.jsonl)\..+\.tmp$")
+_ZOO_TMP = re.compile(r"^\.(spec\.json|losses\.jsonl|curves\.png)\..+\.tmp$")
 
 
 class RunLocked(ZooError):
