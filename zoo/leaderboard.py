@@ -842,8 +842,9 @@ def _rank_runs(config: LeaderboardConfig, state, log, started) -> LeaderboardRes
 # ---------------------------------------------------------------------------------------------------------
 # Merging boards
 
-#: protocol keys that may differ between boards of one comparison (what was measured, not how)
-_VOLATILE = {"notes"}
+#: protocol keys that may differ between boards of one comparison: what was trained (each entry records its own
+#: training data and seeds), not how the test set was scored
+_VOLATILE = {"notes", "seeds", "training_data"}
 
 
 def merge_boards(paths: list[str], out: Path, command: str = "") -> LeaderboardResult:
