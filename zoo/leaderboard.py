@@ -588,7 +588,7 @@ def _run(config: LeaderboardConfig, log: Callable[[str], None]) -> LeaderboardRe
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc="board", unit="run", position=0, file=sys.stderr, dynamic_ncols=True)
-    trained_times: list[float] = []
+    trained_times: dict[str, list[float]] = {}  # entry -> seconds of each run it trained here
     try:
         for i, job in enumerate(jobs, 1):
             done = state["runs"].get(job.hash)
@@ -630,15 +630,18 @@ def _run(config: LeaderboardConfig, log: Callable[[str], None]) -> LeaderboardRe
             del trainer
             gc.collect()
             took = time.perf_counter() - t0
-            trained_times.append(took)
-            left = sum(1 for j in jobs[i:] if j.hash not in state["runs"])
+            trained_times.setdefault(job.entry.name, []).append(took)
+            todo = [j for j in jobs[i:] if j.hash not in state["runs"]]
+            left = len(todo)
             state["runs"][job.hash] = {
                 "entry": job.entry.name, "seed": job.spec.seed, "seed_index": job.seed_index,
                 "run_dir": os.path.relpath(job.run_dir, config.out),
                 "checkpoint": os.path.relpath(checkpoint, config.out), "steps": steps_done,
                 "train_time_s": took}
             save_state(config.out, state)
-            eta = sum(trained_times) / len(trained_times) * left
+            every = [t for ts in trained_times.values() for t in ts]
+            eta = sum(sum(trained_times.get(j.entry.name, every)) / len(trained_times.get(j.entry.name, every))
+                      for j in todo)  # an entry's own runs so far, else the mean of all
             log(f"zoo: {label}: trained {steps_done} steps in {_fmt_s(took)}; about {_fmt_s(eta)} of training left "
                 f"({left} runs)")
             if bar is not None:

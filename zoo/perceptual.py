@@ -45,10 +45,11 @@ def _unreachable(url: str) -> str | None:
 
 
 def load_fid(device: torch.device) -> tuple[Any | None, str]:
-    """(torchmetrics FID metric on ``device``, its description) or (None, "skipped: <why>")."""
+    """(torchmetrics FID metric on ``device``, its description) or (None, "skipped: <why>").
+
+    The weights are looked for before torchmetrics is imported (a slow import), so offline the skip is quick."""
     try:
         from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-        from torchmetrics.image.fid import FrechetInceptionDistance
     except ImportError as exc:
         return None, (f"skipped: FID needs torchmetrics and torch-fidelity ({exc.name} is not installed: "
                       f"pip install 'zoo[metrics]')")
@@ -59,6 +60,10 @@ def load_fid(device: torch.device) -> tuple[Any | None, str]:
             return None, (f"skipped: Inception weights not available offline ({URL_INCEPTION_V3} unreachable: "
                           f"{reason}; downloaded once to {path} when online)")
     try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+    except ImportError as exc:
+        return None, f"skipped: FID needs torchmetrics ({exc.name} is not installed: pip install 'zoo[metrics]')"
+    try:
         metric = FrechetInceptionDistance(feature=2048, reset_real_features=False, normalize=False)
     except Exception as exc:  # a failed download, a damaged cache file
         return None, f"skipped: Inception weights could not be loaded ({type(exc).__name__}: {str(exc)[:200]})"
@@ -68,10 +73,9 @@ def load_fid(device: torch.device) -> tuple[Any | None, str]:
 def load_lpips(device: torch.device) -> tuple[nn.Module | None, str]:
     """(lpips.LPIPS on ``device``, its description) or (None, "skipped: <why>")."""
     try:
-        import lpips
         from torchvision.models import AlexNet_Weights
     except ImportError as exc:
-        return None, f"skipped: LPIPS needs the lpips package ({exc.name} is not installed: pip install 'zoo[metrics]')"
+        return None, f"skipped: LPIPS needs torchvision ({exc.name} is not installed)"
     url = AlexNet_Weights.IMAGENET1K_V1.url
     path = _cached(url)
     if not os.path.isfile(path):
@@ -79,6 +83,10 @@ def load_lpips(device: torch.device) -> tuple[nn.Module | None, str]:
         if reason is not None:
             return None, (f"skipped: LPIPS's AlexNet weights not available offline ({url} unreachable: {reason}; "
                           f"downloaded once to {path} when online)")
+    try:
+        import lpips
+    except ImportError as exc:
+        return None, f"skipped: LPIPS needs the lpips package ({exc.name} is not installed: pip install 'zoo[metrics]')"
     try:
         model = lpips.LPIPS(net="alex", version="0.1", verbose=False)
     except Exception as exc:
@@ -113,6 +121,7 @@ class Perceptual:
         else:
             self.status["lpips"] = "skipped: not requested"
         self._real_done = False
+        self._real_key = None
 
     @property
     def has_fid(self) -> bool:
@@ -134,7 +143,14 @@ class Perceptual:
 
     @torch.no_grad()
     def set_real(self, truth: np.ndarray) -> None:
-        """The ground-truth images (uint8 (N, H, W, 3)) whose features every prediction set is compared with."""
+        """The ground-truth images (uint8 (N, H, W, 3)) whose features every prediction set is compared with
+        (the same images again: their features are kept, not computed anew)."""
+        import hashlib
+
+        key = (truth.shape, hashlib.sha1(np.ascontiguousarray(truth).tobytes()).hexdigest())
+        if self._real_done and key == self._real_key:
+            return
+        self._real_key = key
         self._fid.reset_real_features = True  # a reset that also drops the old truth's features
         self._fid.reset()
         self._fid.reset_real_features = False
