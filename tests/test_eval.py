@@ -29,10 +29,16 @@ def test_eval_json_has_protocol_models_gray_baseline_and_per_image_rows(tiny_run
     assert len(rows) == 2 * 2  # two validation photos x (gray baseline, run)
     assert {r["image"] for r in rows} == {"skimage:coffee", "matplotlib:grace_hopper.jpg"}
     for name, means in result["models"].items():
-        assert set(means) == set(metrics.METRICS)
+        offline = {k for k in ("lpips", "fid") if protocol[k].startswith("skipped")}
+        assert set(means) == set(metrics.ALL_METRICS) - offline  # FID/LPIPS only when their weights are here
         mine = [r for r in rows if r["model"] == name]
-        for key, value in means.items():  # the mean is the plain mean over images
+        for key in metrics.METRICS:  # the mean is the plain mean over images
+            value = means[key]
             assert value == pytest.approx(np.mean([r[key] for r in mine]))
+    for name, means in result["models"].items():  # dataset-level |dCF|: |mean CF(pred) - mean CF(truth)|
+        mine = [r for r in rows if r["model"] == name]
+        assert means["colorfulness_dataset_abs_diff"] == pytest.approx(
+            abs(np.mean([r["colorfulness"] for r in mine]) - np.mean([r["colorfulness_truth"] for r in mine])))
     gray = result["models"][GRAY_BASELINE]
     assert gray["colorfulness"] < 1.0 < gray["colorfulness_truth"]  # the gray baseline has (almost) no colour
     assert gray["ab_l1_lab"] == pytest.approx(110 * gray["ab_l1"])

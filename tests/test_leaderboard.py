@@ -1,69 +1,231 @@
-"""`zoo leaderboard` end to end on a tiny budget: files, ranking, self-contained HTML rendered by Chromium."""
+"""`zoo leaderboard` end to end on tiny budgets: entries x seeds, intervals and ties, a separate test set, reuse of
+finished runs, continuing after Ctrl-C, --runs, --merge, output-folder safety, board files, and the self-contained
+HTML rendered by Chromium."""
 import base64
 import io
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 
+import numpy as np
 import pytest
 from PIL import Image, ImageStat
 
 from zoo.errors import SpecError
 from zoo.evaluate import GRAY_BASELINE
-from zoo.leaderboard import Budget, sort_rows
+from zoo.leaderboard import MARKER, Budget, sort_rows
 from zoo.leaderboard_render import render_markdown
 from zoo.metrics import METRICS
 
-from conftest import run_zoo
+from conftest import FAST, expect_error, expect_ok, run_zoo, zoo_here
 
-TINY_LEADERBOARD = ["--gens", "unet", "--budget", "2", "--image-size", "32", "--batch-size", "4",
-                    "--set", "generator.options.n_down=3", "--set", "generator.options.ngf=8",
-                    "--set", "discriminator.options.ndf=8", "--set", "data.load_size=40", "--set", "num_samples=2",
-                    "--no-progress"]
+TINY_BOARD = ["--budget", "2", "--image-size", "32", "--batch-size", "4",
+              "--set", "generator.options.n_down=3", "--set", "generator.options.ngf=8",
+              "--set", "discriminator.options.ndf=8", "--set", "data.load_size=40", "--set", "num_samples=2",
+              "--no-progress", "--no-perceptual"]
+GRID = ["--gens", "unet", "--gan-losses", "vanilla,lsgan", "--seeds", "2"]
 
 
 @pytest.fixture(scope="module")
-def board(tmp_path_factory):
+def board(tmp_path_factory, photos):
     out = tmp_path_factory.mktemp("leaderboard") / "board"
-    proc = run_zoo("leaderboard", *TINY_LEADERBOARD, "--out", str(out), check_rc=0)
+    args = ["leaderboard", *GRID, *TINY_BOARD, "--eval-data", str(photos), "--out", str(out)]
+    proc = run_zoo(*args, env=FAST, check_rc=0)
     assert proc.stdout.strip() == str(out)
-    return out
+    return out, args, proc
 
 
-def test_leaderboard_writes_json_markdown_and_html(board):
-    data = json.loads((board / "leaderboard.json").read_text())
+def load(folder):
+    return json.loads((folder / "leaderboard.json").read_text())
+
+
+def test_grid_entries_seeds_and_a_separate_test_set(board, photos):
+    out, _, proc = board
+    data = load(out)
+    assert [e["name"] for e in data["entries"]] == ["vanilla", "lsgan"]  # the grid, named by what varies
+    for e in data["entries"]:
+        assert [r["seed"] for r in e["runs"]] == [0, 1]
+        assert e["spec"]["gan_loss"]["name"] == e["name"] and e["spec"]["generator"]["options"]["n_down"] == 3
+        assert all(os.path.isfile(out / r["checkpoint"]) for r in e["runs"])
+    hashes = [r["spec_hash"] for e in data["entries"] for r in e["runs"]]
+    assert len(set(hashes)) == 4  # every (entry, seed) is its own run
+    p = data["protocol"]
+    assert p["training_data"] == "embedded" and p["eval_data"] == str(photos)
+    assert p["eval_images"] == 6 and p["split_rule"] == "all of its images" and p["seeds"] == 2
+    assert p["fid"].startswith("skipped") and p["lpips"].startswith("skipped")
+    # per-image scores of every run and the gray baseline
+    assert len(data["images"]) == (2 * 2 + 1) * 6
+    assert {r["seed"] for r in data["images"] if r["model"] == "lsgan"} == {0, 1}
+    assert "about" in proc.stderr and "left" in proc.stderr  # time per run and the time left, in the log
+    assert {"torch", "scipy", "scikit-image"} <= set(data["versions"]) and data["hardware"]["cpu_cores"] >= 1
+
+
+def test_rows_have_seed_intervals_and_paired_differences_from_the_leader(board):
+    from zoo.stats import is_tied, paired_difference, seed_interval
+
+    data = load(board[0])
     rows = data["rows"]
-    assert [r["model"] for r in rows if r["model"] != GRAY_BASELINE] == ["unet"]
-    assert any(r["model"] == GRAY_BASELINE for r in rows)
-    assert [r["rank"] for r in rows] == [1, 2]
-    assert [r["deltae00"] for r in rows] == sorted(r["deltae00"] for r in rows)  # default: dE00, lower first
-    unet = next(r for r in rows if r["model"] == "unet")
-    assert set(METRICS) <= set(unet)
-    assert unet["steps"] == 2 and unet["params"] > 0 and unet["train_img_per_s"] > 0 and unet["infer_img_per_s"] > 0
-    assert unet["generator_options"]["n_down"] == 3  # the user's --set wins over the preset
-    assert os.path.isfile(unet["checkpoint"]) and unet["checkpoint"].endswith("step-000002.safetensors")
-    assert data["protocol"]["image_size"] == 32 and data["protocol"]["held_out"]
-    assert data["budget"]["steps"] == 2
-    assert data["hardware"]["cpu"] and data["hardware"]["cpu_cores"] >= 1
-    assert {"torch", "zoo", "fastai", "timm", "scikit-image"} <= set(data["versions"])
-    assert set(data["vs_gray"]["unet"]) == {"better", "worse"}
+    assert [r["deltae00"] for r in rows] == sorted(r["deltae00"] for r in rows)
+    leader = rows[0]
+    for row in rows:
+        if row["baseline"]:
+            continue
+        entry = next(e for e in data["entries"] if e["name"] == row["model"])
+        per_seed = [r["means"]["deltae00"] for r in entry["runs"]]
+        ci = seed_interval(per_seed)
+        assert row["deltae00"] == pytest.approx(ci["mean"]) and row["deltae00_ci"] == pytest.approx([ci["low"],
+                                                                                                    ci["high"]])
+        # the mean of a seed is the mean over the test images of that run's per-image scores
+        for run in entry["runs"]:
+            mine = [r["deltae00"] for r in data["images"] if r["model"] == row["model"] and r["seed"] == run["seed"]]
+            assert run["means"]["deltae00"] == pytest.approx(np.mean(mine))
+    for row in rows[1:]:
+        d = row["vs_leader"]["deltae00"]
+        names = data["image_names"]
 
-    md = (board / "leaderboard.md").read_text()
-    table = [ln for ln in md.splitlines() if ln.startswith("|")]
-    assert len(table) == 2 + len(rows)  # header, alignment row, one row per model and the gray baseline
-    assert len({ln.replace("\\|", "").count("|") for ln in table}) == 1  # every row has the same columns
-    assert f"**{GRAY_BASELINE}**" in md and "Hardware" in md
+        def cells(model):
+            seeds = sorted({r["seed"] for r in data["images"] if r["model"] == model}, key=lambda s: (s is None, s))
+            return np.array([[next(r["deltae00"] for r in data["images"] if r["model"] == model and r["seed"] == s
+                                   and r["image"] == n) for n in names] for s in seeds])
+
+        a, b = cells(row["model"]), cells(leader["model"])
+        if a.shape != b.shape:  # the gray baseline is one deterministic row: it pairs with every seed
+            a, b = np.broadcast_to(a, (max(len(a), len(b)), len(names))), np.broadcast_to(b, (max(len(a), len(b)),
+                                                                                                 len(names)))
+        expected = paired_difference(a, b)
+        assert d["diff"] == pytest.approx(expected["diff"]) and d["low"] == pytest.approx(expected["low"])
+        assert row["tied_with_leader"] == is_tied(expected)
+        assert row["rank_label"] == ("=1" if is_tied(expected) else str(row["rank"]))
+    md = (board[0] / "leaderboard.md").read_text()
     assert md == render_markdown(data)  # the markdown renders from the JSON alone
+    table = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len(table) == 2 + len(rows) and len({ln.replace("\\|", "").count("|") for ln in table}) == 1
+    assert "[" in table[3] and "tied" in md  # intervals in the cells; the tie rule is stated
 
 
-def test_leaderboard_html_is_self_contained(board):
-    page = (board / "leaderboard.html").read_text()
-    assert "<script" not in page and 'src="http' not in page and "<link" not in page
+def test_rerunning_the_same_command_evaluates_without_training(board):
+    out, args, _ = board
+    before = load(out)
+    proc = run_zoo(*args, env=FAST, check_rc=0)
+    assert proc.stderr.count("finished run reused") == 4 and "training unet" not in proc.stderr
+    after = load(out)
+    assert [r["means"] for e in after["entries"] for r in e["runs"]] == \
+        [r["means"] for e in before["entries"] for r in e["runs"]]
+
+
+def test_ctrl_c_saves_and_the_same_command_continues(tmp_path):
+    import time
+
+    out = tmp_path / "board"
+    args = [sys.executable, "-m", "zoo", "leaderboard", "--gens", "unet", *TINY_BOARD, "--budget", "200",
+            "--set", "checkpoint_every=1000", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **FAST})
+    for line in proc.stderr:
+        if "zoo: training unet" in line:
+            break
+    time.sleep(0.8)  # inside the training loop
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the 200 steps finished before the signal (a very fast machine)")
+    assert proc.returncode == 130 and "Traceback" not in err
+    line = [ln for ln in err.splitlines() if ln.startswith("zoo: error:")]
+    assert len(line) == 1 and "rerun the same command" in line[0]
+    assert (out / MARKER).is_file() and not (out / "leaderboard.json").exists()
+    assert json.loads((out / MARKER).read_text())["runs"] == {}  # nothing is marked finished
+    saved = list(out.glob("runs/*/checkpoints/step-*.safetensors"))  # the engine saved on the signal
+    again = run_zoo(*args[3:], env=FAST, check_rc=0)
+    assert ("resuming" in again.stderr) == bool(saved)
+    assert load(out)["entries"][0]["runs"][0]["steps"] == 200
+
+
+def test_runs_ranks_finished_runs_and_merge_combines_boards_of_one_protocol(board, tiny_run, photos, tmp_path):
+    ranked = tmp_path / "ranked"
+    proc = run_zoo("leaderboard", "--runs", str(tiny_run), "--eval-data", str(photos), "--out", str(ranked),
+                   "--no-progress", "--no-perceptual", env=FAST)
+    expect_ok(proc)
+    assert "training" not in proc.stderr
+    data = load(ranked)
+    assert [e["name"] for e in data["entries"]] == ["run"] and data["budget"]["description"].startswith("existing")
+    merged = tmp_path / "merged"
+    proc = run_zoo("leaderboard", "--merge", str(board[0] / "leaderboard.json"), str(ranked / "leaderboard.json"),
+                   "--out", str(merged), env=FAST)
+    expect_ok(proc)
+    combined = load(merged)
+    assert sorted(e["name"] for e in combined["entries"]) == ["lsgan", "run", "vanilla"]
+    assert len(combined["rows"]) == 4 and {r["model"] for r in combined["rows"]} >= {GRAY_BASELINE, "run"}
+    assert "run" in combined["samples"]["cells"]
+    # a board scored at another image size (as another machine's board would be): refused in one line
+    other = load(ranked)
+    other["protocol"]["image_size"] = 48
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    line = expect_error(run_zoo("leaderboard", "--merge", str(board[0] / "leaderboard.json"),
+                                str(tmp_path / "other.json"), "--out", str(tmp_path / "m2"), env=FAST), 2,
+                        "another protocol")
+    assert "image_size" in line
+    assert not (tmp_path / "m2").exists()
+
+
+def test_out_must_be_new_empty_or_a_board_zoo_made(tmp_path, capsys):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("my notes")
+    proc = zoo_here(capsys, "leaderboard", "--gens", "unet", *TINY_BOARD, "--out", str(foreign))
+    assert proc.returncode == 2 and "zoo did not make" in proc.stderr and "Traceback" not in proc.stderr
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    proc = zoo_here(capsys, "leaderboard", "--gens", "unet", *TINY_BOARD, "--out", str(a_file))
+    assert proc.returncode == 2 and "not a folder" in proc.stderr and a_file.read_text() == "x"
+
+
+def test_board_file_entries_are_whole_specs_fitted_by_declarations(tmp_path):
+    from zoo.leaderboard import LeaderboardConfig, entry_spec
+
+    (tmp_path / "wide.yaml").write_text("generator:\n  options:\n    ngf: 16\n")
+    board = tmp_path / "board.yaml"
+    board.write_text("set: [discriminator.options.ndf=8]\n"
+                     "entries:\n"
+                     "  - name: small\n    set: [generator.options.ngf=8]\n"
+                     "  - name: wide\n    config: wide.yaml\n"
+                     "  - name: lsgan-run\n    spec: {gan_loss: {name: lsgan}, pixel_weight: 50}\n")
+    config = LeaderboardConfig.from_cli(config=str(board), image_size=16, out=str(tmp_path / "out"), seeds=2)
+    assert [e.name for e in config.entries] == ["small", "wide", "lsgan-run"]
+    small, wide, ls = (entry_spec(config, e) for e in config.entries)
+    assert small.generator.options["ngf"] == 8 and wide.generator.options["ngf"] == 16
+    assert ls.gan_loss.name == "lsgan" and ls.pixel_weight == 50
+    for spec in (small, wide, ls):
+        # the cpu preset's n_down 6 and n_layers 3 do not fit 16 px: lowered by the declared depth options
+        assert spec.generator.options["n_down"] == 4 and spec.discriminator.options["n_layers"] == 2
+        assert spec.discriminator.options["ndf"] == 8  # the board's set applies to every entry
+    assert entry_spec(config, config.entries[0], seed_index=1).seed == 1
+    assert config.budget is None  # a board file (a config) carries its own length unless --budget says otherwise
+    board.write_text("entries:\n  - {name: a}\n  - {name: a}\n")
+    with pytest.raises(SpecError, match="two entries are named 'a'"):
+        LeaderboardConfig.from_cli(config=str(board))
+    board.write_text("entries:\n  - {name: a, sett: []}\n")
+    with pytest.raises(SpecError, match="unknown key 'sett'"):
+        LeaderboardConfig.from_cli(config=str(board))
+
+
+def test_leaderboard_html_is_self_contained_and_sortable(board):
+    data = load(board[0])
+    page = (board[0] / "leaderboard.html").read_text()
+    assert 'src="http' not in page and "<link" not in page and "<script src" not in page
+    assert page.count("<script>") == 1 and "addEventListener('click'" in page  # the inline sorter
     uris = [part.split('"', 1)[0] for part in page.split('src="data:image/png;base64,')[1:]]
-    assert len(uris) == 2 * 3  # two validation photos x (gray input, unet, ground truth)
-    for uri in uris:
+    plot, *cells = uris
+    assert Image.open(io.BytesIO(base64.b64decode(plot))).size == (640, 400)  # quality vs throughput
+    n = len(data["samples"]["images"])
+    assert len(cells) == n * (1 + len(data["entries"]) + 1)  # gray input, every entry, ground truth
+    for uri in cells:
         assert Image.open(io.BytesIO(base64.b64decode(uri))).size == (32, 32)
+    for row in data["rows"]:
+        assert f'data-v="{row["deltae00"]}"' in page  # the sort keys are the JSON's numbers
 
 
 def test_leaderboard_html_renders_in_headless_chromium(board, tmp_path):
@@ -76,12 +238,12 @@ def test_leaderboard_html_renders_in_headless_chromium(board, tmp_path):
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
                     f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,1600",
-                    (board / "leaderboard.html").resolve().as_uri()],
+                    (board[0] / "leaderboard.html").resolve().as_uri()],
                    capture_output=True, timeout=120, check=True)
     img = Image.open(shot).convert("RGB")
     assert img.size == (1280, 1600)
     colours = img.getcolors(maxcolors=1 << 20)
-    assert colours is None or len(colours) > 50  # text, table shading and photos, not a blank page
+    assert colours is None or len(colours) > 50  # text, table shading, the plot and photos, not a blank page
     assert max(ImageStat.Stat(img).stddev) > 20
     assert any(abs(r - g) > 40 or abs(g - b) > 40 for _, (r, g, b) in (colours or img.getcolors(1 << 24)))
 
@@ -114,15 +276,4 @@ def test_sort_rows_follows_each_metrics_direction():
     assert [r["model"] for r in sort_rows(rows, "deltae00")] == ["c", "a", "b"]  # lower is better
     assert [r["model"] for r in sort_rows(rows, "psnr")] == ["b", "c", "a"]  # higher is better
     assert [r["model"] for r in sort_rows(rows, "train_img_per_s")] == ["c", "b", "a"]  # no value: last
-
-
-def test_model_spec_fits_each_component_by_its_declared_depth(tmp_path):
-    from zoo.leaderboard import LeaderboardConfig, model_spec
-
-    config = LeaderboardConfig.from_cli(["unet"], None, "1", None, str(tmp_path / "board"), image_size=16)
-    spec = model_spec(config, "unet", 1)
-    # the cpu preset's n_down 6 and n_layers 3 do not fit 16 px: lowered to the deepest that do
-    assert spec.generator.options["n_down"] == 4 and spec.discriminator.options["n_layers"] == 2
-    config = LeaderboardConfig.from_cli(["unet"], None, "1", None, str(tmp_path / "board"), image_size=16,
-                                        overrides=["generator.options.n_down=2"])
-    assert model_spec(config, "unet", 1).generator.options["n_down"] == 2  # the user's --set wins
+    assert set(METRICS) <= set(__import__("zoo.leaderboard", fromlist=["SORT_KEYS"]).SORT_KEYS)

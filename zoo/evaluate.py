@@ -16,6 +16,9 @@ The protocol is part of every result (``Evaluation.protocol``, printed by ``zoo 
 5. The gray baseline (ab = 0: the input's L alone) is scored the same way, in every table.
 6. A mean is the arithmetic mean over images of per-image values; PSNR is capped per image at
    ``zoo.metrics.PSNR_MAX_DB`` so a photo that is already gray (gray baseline PSNR infinite) keeps the mean finite.
+7. Dataset-level numbers are computed from the whole set: |dCF| set = |mean CF(pred) - mean CF(truth)|, and FID
+   (:mod:`zoo.perceptual`, with LPIPS per image) when its weights are available; each skipped one says why in
+   the protocol (``protocol["fid"]``, ``protocol["lpips"]``).
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ MIN_SIZE, MAX_SIZE = 16, 4096  # SSIM's 7x7 window needs a few pixels; the spec'
 
 #: metric -> number format in text and markdown tables
 FORMATS = {"ab_l1": ".4f", "ab_l2": ".5f", "ab_l1_lab": ".2f", "ab_l2_lab": ".1f", "psnr": ".2f", "ssim": ".4f",
-           "deltae00": ".2f", "colorfulness": ".2f", "colorfulness_truth": ".2f", "colorfulness_abs_diff": ".2f"}
+           "deltae00": ".2f", "colorfulness": ".2f", "colorfulness_truth": ".2f", "colorfulness_abs_diff": ".2f",
+           "lpips": ".4f", "colorfulness_dataset_abs_diff": ".2f", "fid": ".2f"}
 
 
 @dataclass
@@ -151,8 +155,10 @@ def load_images(source: str = "embedded", split: str = "val", image_size: int = 
     return EvalImages(decoded.images, decoded.names, src.name, split, held_out, notes)
 
 
-def protocol(images: EvalImages, split_seed: int | None = None, val_fraction: float | None = None) -> dict[str, Any]:
-    """The protocol of an evaluation, as stored in JSON (``image_size`` is the side of every image)."""
+def protocol(images: EvalImages, split_seed: int | None = None, val_fraction: float | None = None,
+             perceptual: dict[str, str] | None = None) -> dict[str, Any]:
+    """The protocol of an evaluation, as stored in JSON (``image_size`` is the side of every image);
+    ``perceptual``: the status line of FID and LPIPS (what computed them, or why they were skipped)."""
     s = images.image_size
     out: dict[str, Any] = {
         "image_size": s,
@@ -176,7 +182,11 @@ def protocol(images: EvalImages, split_seed: int | None = None, val_fraction: fl
         "psnr_rule": f"PSNR per image capped at {metrics.PSNR_MAX_DB:g} dB; identical images (MSE 0, e.g. the gray "
                      f"baseline on a photo that is already gray) count as {metrics.PSNR_MAX_DB:g} dB",
         "psnr_max_db": metrics.PSNR_MAX_DB,
-        "metrics": {k: {"title": t, "better": b, "definition": d} for k, (t, b, d) in metrics.METRICS.items()},
+        "metrics": {k: {"title": t, "better": b, "definition": d} for k, (t, b, d) in metrics.ALL_METRICS.items()},
+        "dataset_metrics": "|dCF| set = |mean CF(pred) - mean CF(truth)| over all images; FID over all images "
+                           "(one number per set)",
+        "fid": (perceptual or {}).get("fid", "skipped: not requested"),
+        "lpips": (perceptual or {}).get("lpips", "skipped: not requested"),
     }
     if split_seed is not None:
         out["folder_split"] = {"seed": split_seed, "val_fraction": val_fraction,
@@ -202,21 +212,34 @@ class Evaluation:
         return {"protocol": self.protocol, "models": self.means, "model_info": self.info, "images": self.rows}
 
 
+def metric_keys(means: dict[str, dict[str, float]]) -> list[str]:
+    """The metrics an evaluation has (zoo.metrics.ALL_METRICS order): LPIPS and FID only when they were computed."""
+    present = set().union(*(m.keys() for m in means.values())) if means else set()
+    return [k for k in metrics.ALL_METRICS if k in present]
+
+
 @torch.no_grad()
 def evaluate(candidates: Sequence[Candidate], images: EvalImages, device: torch.device | str = "cpu",
              batch_size: int = 16, previews: int = 0, split_seed: int | None = None,
-             val_fraction: float | None = None) -> Evaluation:
-    """Score every candidate and the gray baseline (added first if missing) on ``images``.
+             val_fraction: float | None = None, baseline: bool = True, perceptual=None) -> Evaluation:
+    """Score every candidate and the gray baseline (added first if missing, unless ``baseline`` is False) on
+    ``images``.
 
     ``previews``: keep that many predicted images per candidate (and the ground truth) for image grids.
+    ``perceptual``: a :class:`zoo.perceptual.Perceptual` (FID and LPIPS when available), or None for neither.
     """
     from zoo.colorize import compose
     from zoo.lab import uint8_to_model_input
 
     device = torch.device(device)
     cands = list(candidates)
-    if not any(c.name == GRAY_BASELINE for c in cands):
+    if baseline and not any(c.name == GRAY_BASELINE for c in cands):
         cands.insert(0, gray_baseline())
+    use_lpips = perceptual is not None and perceptual.has_lpips
+    use_fid = perceptual is not None and perceptual.has_fid
+    if use_fid:
+        perceptual.set_real(images.images.permute(0, 2, 3, 1).numpy())
+    all_preds: dict[str, list[np.ndarray]] = {c.name: [] for c in cands}
     size = images.image_size
     per_model: dict[str, list[dict[str, float]]] = {c.name: [] for c in cands}
     kept: dict[str, list[np.ndarray]] = {c.name: [] for c in cands}
@@ -250,23 +273,37 @@ def evaluate(candidates: Sequence[Candidate], images: EvalImages, device: torch.
             pred_ab = fake.double().cpu().numpy()
             batch_scores[cand.name] = [metrics.image_metrics(pred[i], truth[i], pred_ab[i], true_ab[i])
                                        for i in range(pred.shape[0])]
+            if use_lpips:
+                for scores, value in zip(batch_scores[cand.name], perceptual.lpips(pred, truth)):
+                    scores["lpips"] = float(value)
+            if use_fid:
+                all_preds[cand.name].append(pred)
             per_model[cand.name].extend(batch_scores[cand.name])
             if start < previews:
                 kept[cand.name].append(pred[:previews - start])
         for i in range(rgb.shape[0]):  # image-major rows: each image's models together
             rows.extend({"image": images.names[start + i], "model": name, **scores[i]}
                         for name, scores in batch_scores.items())
-    means = {name: {k: float(np.mean([s[k] for s in scores])) for k in metrics.METRICS}
+    per_image_keys = list(metrics.METRICS) + (["lpips"] if use_lpips else [])
+    means = {name: {k: float(np.mean([s[k] for s in scores])) for k in per_image_keys}
              for name, scores in per_model.items()}
+    for name, scores in per_model.items():
+        means[name]["colorfulness_dataset_abs_diff"] = metrics.dataset_colorfulness_gap(
+            [s["colorfulness"] for s in scores], [s["colorfulness_truth"] for s in scores])
+        if use_fid:
+            value = perceptual.fid(np.concatenate(all_preds[name]))
+            if value is not None:
+                means[name]["fid"] = value
     info = {c.name: c.info for c in cands}
     kept_arrays = {k: np.concatenate(v) for k, v in kept.items() if v}
-    return Evaluation(protocol(images, split_seed, val_fraction), means, rows, info, kept_arrays)
+    status = perceptual.status if perceptual is not None else None
+    return Evaluation(protocol(images, split_seed, val_fraction, status), means, rows, info, kept_arrays)
 
 
 def evaluate_paths(paths: Sequence[str | Path], data: str = "embedded", split: str = "val",
                    image_size: int | None = None, device: str = "auto", batch_size: int = 16,
                    log: Callable[[str], None] | None = None, precision: str | None = None,
-                   previews: int = 0) -> Evaluation:
+                   previews: int = 0, perceptual: bool = True) -> Evaluation:
     """What ``zoo eval`` does: load the models, decode the split once, score them all and the gray baseline.
 
     Without ``image_size`` the models' training size is used; models trained at different sizes need one.
@@ -287,9 +324,17 @@ def evaluate_paths(paths: Sequence[str | Path], data: str = "embedded", split: s
     data_spec = models[0].spec.data
     images = load_images(data, split, image_size, data_spec.split_seed, data_spec.val_fraction, log=log)
     folder = Path(data).is_dir() if data not in ("embedded", "coco-sample") else False
+    scorer = None
+    if perceptual:
+        from zoo.perceptual import Perceptual
+
+        scorer = Perceptual(dev)
+        for key, status in scorer.status.items():
+            if status.startswith("skipped"):
+                log(f"zoo: {key.upper()} {status}")
     return evaluate(candidates, images, dev, batch_size, previews=previews,
                     split_seed=data_spec.split_seed if folder else None,
-                    val_fraction=data_spec.val_fraction if folder else None)
+                    val_fraction=data_spec.val_fraction if folder else None, perceptual=scorer)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -318,27 +363,30 @@ def format_value(key: str, value: Any) -> str:
 def format_text(evaluation: Evaluation, per_image: bool = True) -> str:
     """The protocol, the table of means (gray baseline included) and, optionally, the per-image table."""
     p = evaluation.protocol
-    keys = list(metrics.METRICS)
+    keys = metric_keys(evaluation.means)
+    row_keys = [k for k in keys if k not in metrics.DATASET_METRICS]
     lines = [f"zoo eval: {p['images']} {p['split']} images of {p['data']} at {p['image_size']}x{p['image_size']} px"
              f"{'' if p['held_out'] else ' (NOT held out from training)'}"]
     lines += ["protocol:"] + [f"  {k}: {p[k]}" for k in ("resize", "ground_truth", "model_input", "prediction",
-                                                          "gray_baseline", "means", "psnr_rule")]
+                                                          "gray_baseline", "means", "psnr_rule", "fid",
+                                                          "lpips")]
     for note in p.get("notes", []):
         lines.append(f"  note: {note}")
-    lower = ", ".join(metrics.METRICS[k][0] for k in keys if metrics.METRICS[k][1] == "lower")
-    higher = ", ".join(metrics.METRICS[k][0] for k in keys if metrics.METRICS[k][1] == "higher")
+    lower = ", ".join(metrics.ALL_METRICS[k][0] for k in keys if metrics.ALL_METRICS[k][1] == "lower")
+    higher = ", ".join(metrics.ALL_METRICS[k][0] for k in keys if metrics.ALL_METRICS[k][1] == "higher")
     lines += [f"lower is better: {lower}; higher is better: {higher}; CF is the colourfulness (compare with CF truth)",
               ""]
-    headers = ["model", *(metrics.METRICS[k][0] for k in keys)]
+    headers = ["model", *(metrics.ALL_METRICS[k][0] for k in keys)]
     lines.append(format_table(headers, [[name, *(format_value(k, m[k]) for k in keys)]
                                         for name, m in evaluation.means.items()]))
     if per_image:
         lines += ["", "per image:"]
-        lines.append(format_table(["image", "model", *(metrics.METRICS[k][0] for k in keys)],
-                                  [[r["image"], r["model"], *(format_value(k, r[k]) for k in keys)]
-                                   for r in evaluation.rows], right=[False, False] + [True] * len(keys)))
+        lines.append(format_table(["image", "model", *(metrics.ALL_METRICS[k][0] for k in row_keys)],
+                                  [[r["image"], r["model"], *(format_value(k, r[k]) for k in row_keys)]
+                                   for r in evaluation.rows], right=[False, False] + [True] * len(row_keys)))
     return "\n".join(lines)
 
 
 __all__ = ["Candidate", "EvalImages", "Evaluation", "GRAY_BASELINE", "SPLITS", "evaluate", "evaluate_paths",
-           "format_table", "format_text", "gray_baseline", "load_candidates", "load_images", "model_label", "protocol"]
+           "format_table", "format_text", "gray_baseline", "load_candidates", "load_images", "metric_keys", "model_label",
+           "protocol"]

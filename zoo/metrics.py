@@ -40,6 +40,26 @@ METRICS: dict[str, tuple[str, str | None, str]] = {
     "colorfulness_abs_diff": ("|dCF|", "lower", "|CF(prediction) - CF(ground truth)|"),
 }
 
+#: per-image metrics that need a pretrained network (zoo.perceptual); present only when it is available
+PERCEPTUAL_METRICS: dict[str, tuple[str, str | None, str]] = {
+    "lpips": ("LPIPS", "lower", "LPIPS (lpips package, AlexNet v0.1) of the uint8 RGB prediction vs the truth"),
+}
+
+#: dataset-level metrics: one number per set of images, not a mean of per-image numbers
+DATASET_METRICS: dict[str, tuple[str, str | None, str]] = {
+    "colorfulness_dataset_abs_diff": ("|dCF| set", "lower", "|mean CF(predictions) - mean CF(truths)| over the "
+                                      "images (DDColor's convention), next to the per-image mean |dCF|"),
+    "fid": ("FID", "lower", "Frechet Inception Distance of the predictions to the truths (zoo.perceptual)"),
+}
+
+#: every metric key an evaluation can report, in table order
+ALL_METRICS = {**METRICS, **PERCEPTUAL_METRICS, **DATASET_METRICS}
+
+
+def dataset_colorfulness_gap(pred_cf, true_cf) -> float:
+    """|mean CF(prediction) - mean CF(truth)| over a set of images, from their per-image colourfulness."""
+    return float(abs(np.mean(np.asarray(pred_cf, np.float64)) - np.mean(np.asarray(true_cf, np.float64))))
+
 
 def _same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
     if a.shape != b.shape:
@@ -154,5 +174,5 @@ def image_metrics(pred_rgb: np.ndarray, true_rgb: np.ndarray, pred_ab: np.ndarra
     }
 
 
-__all__ = ["AB_SCALE", "METRICS", "PSNR_MAX_DB", "ab_l1", "ab_l2", "colorfulness", "deltae2000", "image_metrics",
+__all__ = ["AB_SCALE", "ALL_METRICS", "DATASET_METRICS", "METRICS", "PERCEPTUAL_METRICS", "dataset_colorfulness_gap", "PSNR_MAX_DB", "ab_l1", "ab_l2", "colorfulness", "deltae2000", "image_metrics",
            "psnr", "rgb_to_lab", "ssim"]

@@ -9,7 +9,7 @@ from zoo.runtime import PRECISIONS
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="score trained models against the gray baseline (L1/L2, PSNR, SSIM, dE00, "
-                                    "colourfulness)",
+                                    "colourfulness, LPIPS, FID)",
                        description="Colorize every image of a split with each model and score it against the "
                                    "ground truth, next to the gray baseline (ab = 0). The protocol is printed with "
                                    "the results.")
@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=PRECISIONS, metavar="P",
                    help="fp32, bf16, fp16 or auto (default: each model's training precision, as this device runs it)")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
+    p.add_argument("--no-perceptual", action="store_true",
+                   help="skip FID and LPIPS (otherwise computed when their weights are available; offline each is "
+                        "skipped with one line in the protocol)")
     p.set_defaults(run=run)
 
 
@@ -38,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise SpecError(f"--batch-size must be at least 1, got {args.batch_size}")
     evaluation = evaluate_paths(args.models, data=args.data, split=args.split, image_size=args.size,
-                                device=args.device, batch_size=args.batch_size, precision=args.precision)
+                                device=args.device, batch_size=args.batch_size, precision=args.precision,
+                                perceptual=not args.no_perceptual)
     if args.json:
         print(json.dumps(evaluation.to_json(), indent=2, allow_nan=False))
     else:
