@@ -11,7 +11,11 @@ What each part does lives in its own module: :mod:`zoo.models` (build, init, loa
 :mod:`zoo.signals` (Ctrl-C / SIGTERM), :mod:`zoo.runfolder` (layout, checkpoints, lock), :mod:`zoo.distributed`.
 
 Batches, augmentation and dropout are all seeded, and the torch RNG state is checkpointed, so on CPU a run resumed
-from a checkpoint ends with the same weights as one that was never interrupted.
+from a checkpoint ends with the same weights as one that was never interrupted (the EMA of the generator's
+weights, :mod:`zoo.ema`, included: it is updated after each step and saved in each checkpoint).
+
+Logs (rank 0): ``losses.jsonl`` (and ``curves.png``, :mod:`zoo.plot`) and the TensorBoard events of ``tb/``
+(:mod:`zoo.tensorboard`; ``spec.tensorboard``): the same rows, plus learning rates and the sample grids.
 
 Faults during training (each one line; see README/docs "Reliability"):
 
@@ -484,6 +488,7 @@ def _grid_metrics(grid: torch.Tensor) -> dict[str, float]:
         scores["val_psnr"].append(psnr(pred, truth))
         scores["val_ssim"].append(ssim(pred, truth))
     return {key: sum(values) / len(values) for key, values in scores.items()}
+
 
 def _check_parallel(spec: TrainSpec, world: World, device: torch.device) -> None:
     """Refuse what this world and device cannot run, in one line."""
