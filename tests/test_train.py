@@ -7,6 +7,7 @@ import torch
 from zoo.checkpoint import load_state
 from zoo.runfolder import latest_checkpoint, list_checkpoints
 from zoo.engine import Trainer
+from zoo.text import shown
 
 from zoo.cli import main
 
@@ -103,7 +104,7 @@ def test_a_run_is_not_overwritten_and_resume_continues_it_unchanged(tmp_path, ca
     # the same --out again: refused, pointing at --resume (in-process: no training starts, nothing is written)
     assert main(["train", "--steps", "1", "--out", str(out), *TINY]) == 2
     (line,) = error_lines(capsys.readouterr().err)
-    assert f"already has checkpoints: continue it with --resume {out}" in line
+    assert f"already has checkpoints: continue it with --resume {shown(out)}" in line
     # --resume continues the run's own spec: changing it is refused
     assert main(["train", "--resume", str(out), "--gen", "unet"]) == 2
     (line,) = error_lines(capsys.readouterr().err)

@@ -2,9 +2,10 @@
 
 A checkpoint is two files (their names and place in a run folder: :mod:`zoo.runfolder`):
 
-- ``NAME.safetensors``: the weights of both nets (keys ``generator.*`` and ``discriminator.*``) with the
+- ``NAME.safetensors``: the weights of both nets (keys ``generator.*`` and ``discriminator.*``; with ``ema`` in
+  the spec also ``generator_ema.*``, the moving average of the generator's weights, :mod:`zoo.ema`) with the
   resolved spec as JSON and the step in the safetensors metadata. This file alone rebuilds the model
-  (`zoo colorize`, `zoo eval`); loading it never unpickles anything.
+  (`zoo colorize`, `zoo eval`) and the EMA of a resumed run; loading it never unpickles anything.
 - ``NAME.state.pt``: training state used only by ``--resume`` (optimizers, stage, step, RNG states), read with
   ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects.
 
@@ -28,6 +29,8 @@ from zoo.fileio import atomic_write
 from zoo.text import shown
 
 FORMAT = "zoo-checkpoint/1"
+#: tensor-name prefix of the generator's EMA weights (zoo.ema.PREFIX)
+EMA_PREFIX = "generator_ema"
 
 
 class CheckpointWriteError(CheckpointError):
@@ -50,6 +53,7 @@ class Checkpoint:
     generator: dict[str, torch.Tensor]
     discriminator: dict[str, torch.Tensor]
     metadata: dict[str, str]
+    generator_ema: dict[str, torch.Tensor] | None = None  # the EMA of the generator's weights, if the run kept one
 
     @property
     def state_path(self) -> Path:
@@ -62,16 +66,19 @@ def state_path_for(weights: Path) -> Path:
 
 def write_checkpoint(weights_path: Path, step: int, spec_json: str, generator: torch.nn.Module,
                      discriminator: torch.nn.Module | None, state: dict[str, Any] | None,
-                     extra_metadata: dict[str, str] | None = None) -> Path:
-    """Write one checkpoint atomically: ``weights_path`` (+ its ``.state.pt`` when ``state`` is given)."""
+                     extra_metadata: dict[str, str] | None = None,
+                     generator_ema: torch.nn.Module | None = None) -> Path:
+    """Write one checkpoint atomically: ``weights_path`` (+ its ``.state.pt`` when ``state`` is given).
+    ``generator_ema``: the EMA copy of the generator (:class:`zoo.ema.GeneratorEMA`'s ``model``), saved as
+    ``generator_ema.*``."""
     from safetensors.torch import save_file
 
     weights_path = Path(weights_path)
-    tensors = {f"generator.{k}": v.detach().to("cpu").contiguous().clone()
-               for k, v in generator.state_dict().items()}
-    if discriminator is not None:
-        tensors.update({f"discriminator.{k}": v.detach().to("cpu").contiguous().clone()
-                        for k, v in discriminator.state_dict().items()})
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, net in (("generator", generator), ("discriminator", discriminator), (EMA_PREFIX, generator_ema)):
+        if net is not None:
+            tensors.update({f"{prefix}.{k}": v.detach().to("cpu").contiguous().clone()
+                            for k, v in net.state_dict().items()})
     metadata = {"format": FORMAT, "spec": spec_json, "step": str(step), **(extra_metadata or {})}
     _check_finite(tensors, step)
     try:
@@ -144,9 +151,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         step = int(metadata.get("step", 0))
     except ValueError:
         raise CheckpointError(f"{shown(path)} has a corrupt step in its metadata ({shown(metadata['step'][:50])})") from None
-    gen = {k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")}
-    disc = {k[len("discriminator."):]: v for k, v in tensors.items() if k.startswith("discriminator.")}
-    return Checkpoint(path, metadata["spec"], step, gen, disc, metadata)
+    gen, disc, ema = (_part(tensors, prefix) for prefix in ("generator", "discriminator", EMA_PREFIX))
+    return Checkpoint(path, metadata["spec"], step, gen, disc, metadata, ema or None)
+
+
+def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors named ``PREFIX.*``, without the prefix."""
+    return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -135,16 +135,17 @@ class Colorizer:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", size: int | None = None,
-                        precision: str | None = None, saturation: float = 1.0) -> "Colorizer":
+                        precision: str | None = None, saturation: float = 1.0, weights: str = "auto") -> "Colorizer":
         """Load a run folder (its newest good checkpoint) or a ``step-*.safetensors`` file.
 
         ``device``: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...; ``size``: the resolution the
         generator runs at (default: the one it was trained at); ``precision``: None (the training precision, as
-        this device runs it), "auto", "fp32", "bf16" or "fp16".
+        this device runs it), "auto", "fp32", "bf16" or "fp16"; ``weights``: "auto" (the moving average of the
+        generator's weights when the run kept one, :mod:`zoo.ema`, else the raw weights), "ema" or "raw".
         """
         if size is not None and size < 1:
             raise SizeError(f"size must be a positive number of pixels, got {size}")
-        return cls(Predictor.load(path, device=device, precision=precision), size, saturation)
+        return cls(Predictor.load(path, device=device, precision=precision, weights=weights), size, saturation)
 
     @property
     def generator(self) -> nn.Module:
@@ -166,9 +167,15 @@ class Colorizer:
     def source(self) -> str | None:
         return self.predictor.source
 
+    @property
+    def weights(self) -> str | None:
+        """"ema" or "raw": which of the checkpoint's generators runs (None: a generator not from a checkpoint)."""
+        return self.predictor.weights
+
     def __repr__(self) -> str:
         return (f"Colorizer({self.name!r}, size={self.size}, device={str(self.device)!r}, "
-                f"precision={self.precision!r}, saturation={self.saturation:g}, source={self.source!r})")
+                f"precision={self.precision!r}, saturation={self.saturation:g}, weights={self.weights!r}, "
+                f"source={self.source!r})")
 
     def predict_ab(self, rgbs: Sequence[np.ndarray]) -> torch.Tensor:
         """uint8 (H, W, 3) photos -> the generator's ab (B, 2, size, size) in [-1, 1], float32 on the device.

@@ -11,7 +11,11 @@ What each part does lives in its own module: :mod:`zoo.models` (build, init, loa
 :mod:`zoo.signals` (Ctrl-C / SIGTERM), :mod:`zoo.runfolder` (layout, checkpoints, lock), :mod:`zoo.distributed`.
 
 Batches, augmentation and dropout are all seeded, and the torch RNG state is checkpointed, so on CPU a run resumed
-from a checkpoint ends with the same weights as one that was never interrupted.
+from a checkpoint ends with the same weights as one that was never interrupted (the EMA of the generator's
+weights, :mod:`zoo.ema`, included: it is updated after each step and saved in each checkpoint).
+
+Logs (rank 0): ``losses.jsonl`` (and ``curves.png``, :mod:`zoo.plot`) and the TensorBoard events of ``tb/``
+(:mod:`zoo.tensorboard`; ``spec.tensorboard``): the same rows, plus learning rates and the sample grids.
 
 Faults during training (each one line; see README/docs "Reliability"):
 
@@ -38,11 +42,12 @@ import torch
 from zoo import distributed
 from zoo.batches import Batches
 from zoo.distributed import SINGLE, World
+from zoo.ema import GeneratorEMA
 from zoo.errors import CheckpointError, SpecError, ZooError
 from zoo.gan_step import gan_step, pretrain_step
 from zoo.models import Models, build_models, load_training_state, prepare_for_training
 from zoo.registry import Registry, get_registry
-from zoo.runfolder import CURVES, RunFolder, RunLock
+from zoo.runfolder import RunFolder, RunLock
 from zoo.runtime import Runtime, is_out_of_memory, select_device
 from zoo.schedule import Schedule
 from zoo.signals import StopSignals
@@ -82,6 +87,7 @@ class Trainer:
     world: World = SINGLE  # this process's place in a torchrun job (a world of one without torchrun)
     lock: RunLock | None = None  # the run folder's writer lock (rank 0), released when fit() ends
     spec_written: bool = True  # False on resume: spec.json is rewritten with the first new checkpoint
+    ema: GeneratorEMA | None = None  # the EMA of the generator's weights (zoo.ema; spec.ema, rank 0 only)
 
     def __post_init__(self):
         m = self.models
@@ -99,6 +105,9 @@ class Trainer:
         self._stop = StopSignals(self.log, lambda: f"finishing step {self.step + 1}, saving a checkpoint, then "
                                                    f"stopping")
         self._saved_step, self._log_failed = -1, False
+        if self.ema is not None:
+            self.runtime.prepare(self.ema.model)
+        self._tb = None  # the run's TensorBoard events (zoo.tensorboard), open while fit() runs
 
     @property
     def device(self) -> torch.device:
@@ -169,10 +178,13 @@ class Trainer:
         try:
             # before the data: spec errors surface at once
             models = build_models(spec, runtime, registry, sync_batchnorm=spec.sync_batchnorm and world.enabled)
+            ema = GeneratorEMA.for_spec(spec, models.generator) if world.is_main else None  # rank 0 samples, saves
             state, step = None, 0
             if resuming:  # before the data too: a damaged run is refused at once
                 def fits(ckpt, st):
                     load_training_state(models, ckpt, st)
+                    if ema is not None:
+                        ema.load(ckpt.generator_ema, ckpt.path)
                 checkpoint, state, notes = folder.newest_good(with_state=True, accept=fits)
                 for note in notes:
                     log(f"zoo: {note}; falling back to an older checkpoint")
@@ -191,7 +203,7 @@ class Trainer:
                 distributed.seed_rank_rng(spec.seed, world)
             trainer = cls(spec, folder, runtime, models, data, Schedule.from_spec(spec, len(data.train)), step=step,
                           log=log, progress=progress and world.is_main, world=world, lock=lock,
-                          spec_written=not spec_changed)
+                          spec_written=not spec_changed, ema=ema)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -213,6 +225,9 @@ class Trainer:
         try:
             return self._fit()
         finally:
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
             if self.lock is not None:
                 self.lock.release()
                 self.lock = None
@@ -233,6 +248,7 @@ class Trainer:
         self.log(f"zoo: precision {self.runtime.precision} ({self.runtime.why}); {self.runtime.layout} layout"
                  + (f"; {self.world.size} processes, {spec.data.batch_size // self.world.size} images each per "
                     f"step{', SyncBatchNorm' if spec.sync_batchnorm else ''}" if self.world.enabled else ""))
+        self._open_logs()
         bar = self._progress_bar(total)
         last_saved = None
         try:
@@ -248,6 +264,8 @@ class Trainer:
                             f"without saving it; {self._kept()}; lower the learning rate or check the data, then "
                             f"--resume {shown(self.paths.root)}", exit_code=3)
                     self.step += 1
+                    if self.ema is not None:  # after the step's generator update, before anything is saved
+                        self.ema.update(self.models.generator, self.step)
                     n_window += spec.data.batch_size
                     ips = n_window / max(time.perf_counter() - t_window, 1e-9)
                     if bar is not None:
@@ -338,6 +356,8 @@ class Trainer:
         """Append a row to losses.jsonl; a failed write (disk full) is one warning and training goes on."""
         if not self.world.is_main:
             return
+        if self._tb is not None:  # TensorBoard: the same numbers, plus the learning rates of training rows
+            self._tb.row(row["step"], {**row, **self._learning_rates(row.get("stage"))})
         try:
             with open(self.paths.losses, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
@@ -346,6 +366,27 @@ class Trainer:
                 self.log(f"zoo: warning: cannot append to {shown(self.paths.losses)} ({exc.strerror or exc}) at step "
                          f"{self.step}; training goes on (checkpoints are still saved)")
             self._log_failed = True
+
+    def _learning_rates(self, stage: str | None) -> dict[str, float]:
+        """``lr_<net>``: the learning rate of the optimiser that steps each net in ``stage`` (None: none)."""
+        m = self.models
+        optims = {"pretrain": {"generator": m.pretrain_optim},
+                  "gan": {"generator": m.gen_optim, "discriminator": m.disc_optim}}.get(stage, {})
+        return {f"lr_{net}": o.param_groups[0]["lr"] for net, o in optims.items() if o is not None}
+
+    def _open_logs(self) -> None:
+        """Rank 0, at the start of fit(): the TensorBoard events (spec.tensorboard) and the EMA line."""
+        if not self.world.is_main:
+            return
+        if self.ema is not None:
+            self.log(f"zoo: {self.ema.describe()}: the sample grids and val metrics use it; checkpoints hold both "
+                     f"the raw and the EMA weights")
+        if self.spec.tensorboard and self._tb is None:
+            from zoo.tensorboard import TensorBoardLog
+
+            self._tb = TensorBoardLog(self.paths.tensorboard, self.step, self.log)
+            if self._tb.active and self.step == 0:
+                self._tb.text("spec", spec_to_json(self.spec))
 
     # ---- outputs ------------------------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:
@@ -373,7 +414,8 @@ class Trainer:
         if self.world.is_main:
             text = spec_to_json(self.spec)
             path = self.paths.save_checkpoint(self.step, text, self.models.generator, self.models.discriminator,
-                                              state, keep=self.spec.keep_checkpoints)
+                                              state, keep=self.spec.keep_checkpoints,
+                                              generator_ema=self.ema.model if self.ema is not None else None)
             if not self.spec_written:
                 from zoo.fileio import write_text
 
@@ -392,8 +434,10 @@ class Trainer:
 
     @torch.no_grad()
     def sample(self) -> Path | None:
-        """Sample grid (gray | prediction | truth) of fixed validation images, val L1, and the run's curves.png,
-        at this step. The generator runs through the one inference path (:class:`zoo.inference.Predictor`)."""
+        """Sample grid (gray | prediction | truth) of fixed validation images, the val metrics (ab L1 over
+        ``data.val_images`` photos; ΔE00, PSNR and SSIM over the grid's photos) and the run's curves.png, at
+        this step; the same in TensorBoard. The generator (its EMA when the run keeps one: the row's
+        ``weights``) runs through the one inference path (:class:`zoo.inference.Predictor`)."""
         from zoo.inference import Predictor
         from zoo.lab import model_output_to_uint8, uint8_to_model_input
         from zoo.plot import write_curves
@@ -402,7 +446,9 @@ class Trainer:
         val = self.data.val
         if val is None or len(val) == 0 or not self.world.is_main:
             return None
-        predictor = Predictor(self.models.generator, self.runtime, name=self.spec.generator.name, prepare=False)
+        weights = "ema" if self.ema is not None else "raw"
+        net = self.ema.model if self.ema is not None else self.models.generator
+        predictor = Predictor(net, self.runtime, name=self.spec.generator.name, prepare=False)
         n_eval = min(len(val), self.spec.data.val_images)
         l1_sum, rows = 0.0, []
         for start in range(0, n_eval, self.spec.data.batch_size):
@@ -414,15 +460,34 @@ class Trainer:
                 k = min(self.spec.num_samples - start, L.shape[0])
                 cells = [model_output_to_uint8(L[:k], x[:k]) for x in (torch.zeros_like(ab), fake, ab)]
                 rows.append(torch.stack(cells, 1).cpu())
-        self._write_log({"step": self.step, "val_l1": l1_sum / n_eval, "val_images": n_eval, "time": time.time()})
+        grid = torch.cat(rows, 0)  # (k, 3 columns, 3, H, W) uint8
+        self._write_log({"step": self.step, "val_l1": l1_sum / n_eval, **_grid_metrics(grid),
+                         "val_images": n_eval, "weights": weights, "time": time.time()})
         out = self.paths.sample_path(self.step)
-        save_grid(torch.cat(rows, 0), out, column_titles=("gray input", "prediction", "ground truth"))
+        save_grid(grid, out, column_titles=("gray input", "prediction" + " (EMA)" * (weights == "ema"),
+                                            "ground truth"))
+        if self._tb is not None:
+            self._tb.image("samples", self.step, out)
         try:
             write_curves(self.paths.root)
         except (OSError, ZooError) as exc:  # a plot is never worth stopping a run for
-            self.log(f"zoo: warning: cannot write {shown(self.paths.root / CURVES)} at step {self.step} "
+            self.log(f"zoo: warning: cannot write {shown(self.paths.curves)} at step {self.step} "
                      f"({getattr(exc, 'strerror', None) or exc}); training goes on")
         return out
+
+
+def _grid_metrics(grid: torch.Tensor) -> dict[str, float]:
+    """Mean ΔE00, PSNR and SSIM (zoo.metrics, as ``zoo eval`` defines them) of a sample grid's predictions
+    against its ground truths, at the training size: a few images, so cheap at every sample step."""
+    from zoo.metrics import deltae2000, psnr, rgb_to_lab, ssim
+
+    scores = {"val_deltae00": [], "val_psnr": [], "val_ssim": []}
+    for row in grid:
+        pred, truth = (row[c].permute(1, 2, 0).numpy() for c in (1, 2))
+        scores["val_deltae00"].append(deltae2000(rgb_to_lab(pred), rgb_to_lab(truth)))
+        scores["val_psnr"].append(psnr(pred, truth))
+        scores["val_ssim"].append(ssim(pred, truth))
+    return {key: sum(values) / len(values) for key, values in scores.items()}
 
 
 def _check_parallel(spec: TrainSpec, world: World, device: torch.device) -> None:

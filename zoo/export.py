@@ -14,6 +14,9 @@ The graph is traced in float32 through a :class:`zoo.inference.Predictor` (on ``
 after its checks: the size (:func:`zoo.inference.check_size`) and finite outputs. ``out`` goes through
 :func:`zoo.fileio.check_output_file`: zoo replaces only a file of the format it writes, never a folder, FIFO or
 device node, and a zoo checkpoint or a file inside a zoo run folder only with ``force``.
+
+A run trained with ``ema`` exports the moving average of its generator's weights unless ``weights="raw"``
+(:func:`zoo.loading.load_trained`); the metadata's ``zoo.weights`` says which ("ema" or "raw").
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ class Exported:
     generator: str
     size_multiple: int | None
     example_size: int
+    weights: str = "raw"  # "ema": the moving average of the generator's weights (zoo.ema)
 
     def describe(self) -> str:
         sizes = f"multiples of {self.size_multiple}" if self.size_multiple else f"sizes the generator accepts " \
@@ -59,12 +63,13 @@ class Exported:
 
 
 def export(model: str | Path, out: str | Path, format: str = "onnx", size: int | None = None,
-           opset: int | None = None, device: str = "cpu", force: bool = False) -> Exported:
+           opset: int | None = None, device: str = "cpu", force: bool = False, weights: str = "auto") -> Exported:
     """Export the generator of a run folder or checkpoint to ``out``; one-line ExportError if it fails.
 
     ``size``: the side of the example input traced (default: the training size); ``opset``: ONNX opset
     (default: torch's); ``device``: where it is traced (a .pt2 program keeps that device); ``force``: replace a
-    zoo checkpoint or a file inside a run folder (module docstring).
+    zoo checkpoint or a file inside a run folder (module docstring); ``weights``: "auto" (the EMA when the
+    checkpoint has one), "ema" or "raw".
     """
     from zoo.inference import Predictor, check_size, generator_size_multiple
     from zoo.loading import load_trained
@@ -72,7 +77,7 @@ def export(model: str | Path, out: str | Path, format: str = "onnx", size: int |
     if format not in FORMATS:
         raise ExportError(f"unknown export format {shown(format)}: choose one of {', '.join(FORMATS)}")
     out = check_output_file(out, (FORMATS[format],), WHAT[format], force=force)
-    trained = load_trained(model, device=device)
+    trained = load_trained(model, device=device, weights=weights)
     predictor = Predictor.from_trained(trained, precision="fp32")  # the exported graph is float32
     if out.resolve() == trained.checkpoint.path.resolve():
         raise ExportError(f"--out {shown(out)} is the checkpoint itself: choose another file")
@@ -87,6 +92,7 @@ def export(model: str | Path, out: str | Path, format: str = "onnx", size: int |
     generator = predictor.generator.eval()
     metadata = {"zoo.format": "zoo-generator/1", "zoo.spec": trained.checkpoint.spec_json,
                 "zoo.step": str(trained.checkpoint.step), "zoo.size_multiple": str(multiple or ""),
+                "zoo.weights": trained.weights,
                 "zoo.input": f"{INPUT_NAME} (B, 1, H, W) = L*/50 - 1",
                 "zoo.output": f"{OUTPUT_NAME} (B, 2, H, W) = ab/110"}
     write = _onnx_writer(generator, example, metadata, opset) if format == "onnx" else \
@@ -102,7 +108,7 @@ def export(model: str | Path, out: str | Path, format: str = "onnx", size: int |
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise ExportError(f"exporting generator {shown(trained.name)} to {format} failed: {type(exc).__name__}: "
                           f"{first}") from None
-    return Exported(out, format, trained.name, multiple, side)
+    return Exported(out, format, trained.name, multiple, side, trained.weights)
 
 
 def _onnx_writer(generator: torch.nn.Module, example: torch.Tensor, metadata: dict[str, str], opset: int | None):

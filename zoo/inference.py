@@ -87,31 +87,36 @@ class Predictor:
     ``generator`` is moved to the runtime's device and layout in place (optimizers keep its parameters; with
     ``prepare=False`` it is left as it is), so a trainer may wrap its own generator; a generator in training
     mode is switched to eval mode for each call and back. ``name`` and ``source`` (the checkpoint) appear in
-    messages; ``spec`` is the spec it was built from.
+    messages; ``spec`` is the spec it was built from; ``weights`` which of a checkpoint's generators it is ("ema"
+    or "raw", :func:`zoo.loading.load_trained`; None: not from a checkpoint).
     """
 
     def __init__(self, generator: nn.Module, runtime: Runtime, name: str = "generator", source: str | None = None,
-                 spec: "TrainSpec | None" = None, prepare: bool = True):
+                 spec: "TrainSpec | None" = None, prepare: bool = True, weights: str | None = None):
         self.runtime = runtime
         self.generator = runtime.prepare(generator) if prepare else generator
         self.name = name
         self.source = source
         self.spec = spec
+        self.weights = weights
 
     @classmethod
     def from_trained(cls, model: "TrainedModel", precision: str | None = None) -> "Predictor":
         """A loaded model (:func:`zoo.loading.load_trained`) on its device; ``precision`` as
         :func:`inference_runtime` (None: the training precision)."""
         runtime = inference_runtime(model.device, model.spec.precision, precision)
-        return cls(model.generator.eval(), runtime, model.name, str(model.checkpoint.path), model.spec)
+        return cls(model.generator.eval(), runtime, model.name, str(model.checkpoint.path), model.spec,
+                   weights=model.weights)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto", precision: str | None = None,
-             registry: "Registry | None" = None) -> "Predictor":
-        """A run folder (its newest good checkpoint) or a ``step-*.safetensors`` file."""
+             registry: "Registry | None" = None, weights: str = "auto") -> "Predictor":
+        """A run folder (its newest good checkpoint) or a ``step-*.safetensors`` file; ``weights``: "auto" (the
+        EMA of the generator's weights when the checkpoint has one, else the raw weights), "ema" or "raw"."""
         from zoo.loading import load_trained
 
-        return cls.from_trained(load_trained(path, device=select_device(device), registry=registry), precision)
+        return cls.from_trained(load_trained(path, device=select_device(device), registry=registry, weights=weights),
+                                precision)
 
     @property
     def device(self) -> torch.device:
@@ -122,11 +127,13 @@ class Predictor:
         return self.runtime.precision
 
     def __repr__(self) -> str:
-        return f"Predictor({self.name!r}, {self.runtime.describe()}, source={self.source!r})"
+        return (f"Predictor({self.name!r}, {self.runtime.describe()}, source={self.source!r}"
+                + (f", weights={self.weights!r}" if self.weights else "") + ")")
 
     def where(self) -> str:
         """The generator and its checkpoint, for messages."""
-        return f"generator {shown(self.name)}" + (f" of {shown(self.source)}" if self.source else "")
+        return (f"generator {shown(self.name)}" + (" (EMA weights)" if self.weights == "ema" else "")
+                + (f" of {shown(self.source)}" if self.source else ""))
 
     @torch.inference_mode()
     def __call__(self, L: torch.Tensor) -> torch.Tensor:

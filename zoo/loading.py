@@ -4,6 +4,11 @@ Everything that can be wrong with a checkpoint is a one-line :class:`~zoo.errors
 file: a spec this zoo or its plugins cannot use (an unknown option, say from another plugin version), a
 component that is not installed or whose plugin ZOO_DISABLE_PLUGINS disables, weights that do not fit the
 nets the spec builds (missing, unexpected or reshaped tensors), and weights holding NaN or inf.
+
+**Which weights.** A run trained with ``ema`` keeps two generators in each checkpoint: the raw weights of the
+last step and their exponential moving average (:mod:`zoo.ema`). ``weights="auto"`` (the default of
+``zoo colorize``, ``zoo eval``, ``zoo export`` and the Python API) takes the EMA when the checkpoint has one and
+the raw weights otherwise; ``"ema"`` insists on the EMA and ``"raw"`` takes the raw weights.
 """
 from __future__ import annotations
 
@@ -21,14 +26,20 @@ from zoo.registry import DISABLE_ENV, Registry, disabled_plugins, get_registry
 from zoo.spec import TrainSpec, spec_from_json
 from zoo.text import shown
 
+#: the choices of ``weights`` (``--weights``): auto = the EMA when the checkpoint has one, else raw
+WEIGHTS = ("auto", "ema", "raw")
+
+
 @dataclass
 class TrainedModel:
-    """A generator (eval mode, on ``device``) with the spec and checkpoint it came from."""
+    """A generator (eval mode, on ``device``) with the spec and checkpoint it came from; ``weights``: "ema" (the
+    moving average of the generator's weights) or "raw" (those of the checkpoint's step)."""
 
     generator: nn.Module
     spec: TrainSpec
     checkpoint: Checkpoint
     device: torch.device
+    weights: str = "raw"
 
     @property
     def image_size(self) -> int:
@@ -70,14 +81,30 @@ def _build(registry: Registry, kind: str, spec_part, spec: TrainSpec, path: Path
                               f"version of zoo or of the plugin") from None
 
 
+def choose_weights(ckpt: Checkpoint, weights: str = "auto") -> tuple[str, dict[str, torch.Tensor]]:
+    """("ema" or "raw", the generator tensors) of a checkpoint for a ``weights`` choice (module docstring)."""
+    if weights not in WEIGHTS:
+        raise CheckpointError(f"unknown weights {shown(weights)}: choose one of {', '.join(WEIGHTS)}")
+    if weights == "ema" and ckpt.generator_ema is None:
+        raise CheckpointError(f"{shown(ckpt.path)} has no EMA weights (its run was trained without ema): use "
+                              f"--weights raw, or train with --set ema.decay=0.999")
+    if weights != "raw" and ckpt.generator_ema is not None:
+        return "ema", ckpt.generator_ema
+    return "raw", ckpt.generator
+
+
 def load_trained(path: str | Path, device: str | torch.device = "cpu", registry: Registry | None = None,
-                 with_discriminator: bool = False) -> TrainedModel | tuple[TrainedModel, nn.Module]:
-    """Load a run folder (its newest good checkpoint) or a ``step-*.safetensors`` file.
+                 with_discriminator: bool = False, weights: str = "auto"
+                 ) -> TrainedModel | tuple[TrainedModel, nn.Module]:
+    """Load a run folder (its newest good checkpoint) or a ``step-*.safetensors`` file; ``weights``: "auto"
+    (the EMA when the checkpoint has one, else the raw weights), "ema" or "raw".
 
     Every problem is a one-line CheckpointError naming the checkpoint (module docstring).
     """
     from zoo.runtime import select_device
 
+    if weights not in WEIGHTS:  # before anything is read
+        raise CheckpointError(f"unknown weights {shown(weights)}: choose one of {', '.join(WEIGHTS)}")
     registry = registry or get_registry()
     device = select_device(device)
     ckpt = open_checkpoint(path)
@@ -86,10 +113,12 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", registry:
     except SpecError as exc:
         raise CheckpointError(f"{shown(ckpt.path)} holds a spec this zoo cannot use ({exc}); it was written by "
                               f"another version of zoo") from None
+    which, tensors = choose_weights(ckpt, weights)
+    what = "generator EMA" if which == "ema" else "generator"
     gen = _build(registry, "generator", spec.generator, spec, ckpt.path)
-    check_finite(ckpt.generator, "generator", ckpt.path)
-    load_weights(gen, ckpt.generator, "generator", ckpt.path)
-    model = TrainedModel(gen.to(device).eval(), spec, ckpt, device)
+    check_finite(tensors, what, ckpt.path)
+    load_weights(gen, tensors, what, ckpt.path)
+    model = TrainedModel(gen.to(device).eval(), spec, ckpt, device, which)
     if not with_discriminator:
         return model
     disc = _build(registry, "discriminator", spec.discriminator, spec, ckpt.path)
@@ -98,4 +127,4 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu", registry:
     return model, disc.to(device).eval()
 
 
-__all__ = ["TrainedModel", "check_finite", "load_trained"]
+__all__ = ["WEIGHTS", "TrainedModel", "check_finite", "choose_weights", "load_trained"]

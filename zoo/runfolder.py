@@ -4,7 +4,9 @@ A run folder, made by ``zoo train``, holds::
 
     spec.json                        the resolved spec (the experiment; rebuilt from it alone)
     losses.jsonl                     one JSON object per logged step and per validation
+    curves.png                       the curves of losses.jsonl (zoo.plot), redrawn at each sample step
     samples/step-000200.png          sample grids (gray | prediction | truth)
+    tb/events.out.tfevents.*         TensorBoard event files (zoo.tensorboard; one more per resume)
     checkpoints/step-000200.safetensors + step-000200.state.pt   (format: zoo.checkpoint)
     .zoo.lock                        the writer's lock (fcntl.flock; the PID of the process holding it)
 
@@ -48,12 +50,14 @@ SAMPLES = "samples"
 CHECKPOINTS = "checkpoints"
 LOCK = ".zoo.lock"
 CURVES = "curves.png"
+TENSORBOARD = "tb"
 #: what zoo itself puts in a run folder (with atomic_write's temporary files ``.NAME.*.tmp``)
-ZOO_ENTRIES = {SPEC, LOSSES, SAMPLES, CHECKPOINTS, LOCK, CURVES}
+ZOO_ENTRIES = {SPEC, LOSSES, SAMPLES, CHECKPOINTS, LOCK, CURVES, TENSORBOARD}
 
 _WEIGHTS = re.compile(r"^step-(\d+)\.safetensors$")
 _TMP = re.compile(r"^\.step-\d+\.(safetensors|state\.pt)\..+\.tmp$")  # atomic_write's names in checkpoints/
 _ZOO_TMP = re.compile(r"^\.(spec\.json|losses\.jsonl|curves\.png)\..+\.tmp$")
+_EVENTS = re.compile(r"^events\.out\.tfevents\.")  # the names torch's SummaryWriter gives its files
 
 
 class RunLocked(ZooError):
@@ -95,12 +99,14 @@ def prune(folder: Path, keep: int) -> None:
 
 def save_checkpoint(folder: str | os.PathLike, step: int, spec_json: str, generator: torch.nn.Module,
                     discriminator: torch.nn.Module | None, state: dict[str, Any] | None,
-                    extra_metadata: dict[str, str] | None = None, keep: int = 3) -> Path:
+                    extra_metadata: dict[str, str] | None = None, keep: int = 3,
+                    generator_ema: torch.nn.Module | None = None) -> Path:
     """Write ``FOLDER/step-NNNNNN.safetensors`` (+ ``.state.pt`` when ``state`` is given); prune old ones."""
     folder = Path(folder)
     path = folder / checkpoint_name(step)
     try:
-        fmt.write_checkpoint(path, step, spec_json, generator, discriminator, state, extra_metadata)
+        fmt.write_checkpoint(path, step, spec_json, generator, discriminator, state, extra_metadata,
+                             generator_ema=generator_ema)
     except NonFiniteWeights as exc:
         kept = list_checkpoints(folder)
         last = f"the last good checkpoint, {kept[-1].name}, is kept" if kept else "no checkpoint was saved before"
@@ -212,6 +218,15 @@ class RunFolder:
     def checkpoints(self) -> Path:
         return self.root / CHECKPOINTS
 
+    @property
+    def curves(self) -> Path:
+        return self.root / CURVES
+
+    @property
+    def tensorboard(self) -> Path:
+        """The folder of the run's TensorBoard event files (``tensorboard --logdir RUN`` or the runs folder)."""
+        return self.root / TENSORBOARD
+
     def checkpoint_path(self, step: int) -> Path:
         return self.checkpoints / checkpoint_name(step)
 
@@ -227,8 +242,10 @@ class RunFolder:
     def read_spec(self) -> str:
         return read_run_spec(self.root)
 
-    def save_checkpoint(self, step: int, spec_json: str, generator, discriminator, state, keep: int) -> Path:
-        return save_checkpoint(self.checkpoints, step, spec_json, generator, discriminator, state, keep=keep)
+    def save_checkpoint(self, step: int, spec_json: str, generator, discriminator, state, keep: int,
+                        generator_ema=None) -> Path:
+        return save_checkpoint(self.checkpoints, step, spec_json, generator, discriminator, state, keep=keep,
+                               generator_ema=generator_ema)
 
     def is_zoo_made(self) -> bool:
         """Whether this folder is one zoo made: a complete zoo spec.json, and nothing but zoo's own entries."""
@@ -271,6 +288,10 @@ class RunFolder:
         write_text(self.spec, spec_json)
         if self.losses.is_file():  # a zoo run that stopped before its first checkpoint: its log starts over
             self.losses.unlink()
+        if self.tensorboard.is_dir():  # and so do its TensorBoard events (only the files SummaryWriter names)
+            for p in self.tensorboard.iterdir():
+                if _EVENTS.match(p.name) and p.is_file() and not p.is_symlink():
+                    p.unlink()
 
     def lock(self) -> "RunLock":
         """Take this run's writer lock (see the module docstring); RunLocked if another process holds it."""
@@ -325,6 +346,6 @@ class RunLock:
         self.release()
 
 
-__all__ = ["CHECKPOINTS", "LOCK", "LOSSES", "RunFolder", "RunLock", "RunLocked", "SAMPLES", "SPEC",
+__all__ = ["CHECKPOINTS", "CURVES", "LOCK", "LOSSES", "TENSORBOARD", "RunFolder", "RunLock", "RunLocked", "SAMPLES", "SPEC",
            "checkpoint_name", "is_zoo_spec", "latest_checkpoint", "list_checkpoints", "open_checkpoint", "prune",
            "read_run_spec", "sample_name", "save_checkpoint", "state_path_for"]

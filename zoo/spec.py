@@ -96,6 +96,13 @@ class PretrainSpec(SpecOptions):
     beta2: float = Field(0.999, ge=0, lt=1, description="Adam beta2 of the pretraining stage")
 
 
+class EmaSpec(SpecOptions):
+    decay: float = Field(0.999, gt=0, lt=1, description="weight of the old average at each generator step: "
+                         "ema = decay * ema + (1 - decay) * weights (averages over about 1/(1 - decay) steps)")
+    start: int = Field(0, ge=0, description="steps during which the EMA just copies the weights; averaging starts "
+                       "at step start + 1 (skip the first, fast-changing steps)")
+
+
 #: the component of each slot when a spec names none (data, like the presets)
 DEFAULT_COMPONENTS = {"generator": "unet", "discriminator": "patch", "gan_loss": "vanilla", "pixel_loss": "l1"}
 
@@ -137,6 +144,11 @@ class TrainSpec(SpecOptions):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast precision; auto: bf16 on CPUs with avx512_bf16/AMX and on GPUs with bf16 "
         "tensor cores, fp16 with gradient scaling on older GPUs, else fp32 (fp16 on a CPU is emulated and very slow)")
+    ema: EmaSpec | None = Field(None, description="exponential moving average of the generator's weights, saved "
+                                "in every checkpoint and used by colorize/eval/export (null: off; e.g. --set "
+                                "ema.decay=0.999)")
+    tensorboard: bool = Field(True, description="write TensorBoard event files (losses, img/s, learning rates, "
+                              "validation metrics, sample grids) into the run folder's tb/")
     sync_batchnorm: bool = Field(False, description="multi-process (torchrun) CUDA training: BatchNorm statistics "
                                  "over the global batch (torch.nn.SyncBatchNorm); ignored in a single process")
     out: str = Field("runs", description="folder in which the run folder is made")

@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=PRECISIONS, metavar="P",
                    help="fp32, bf16, fp16 or auto (default: the precision the model was trained in, as this device "
                         "runs it)")
+    p.add_argument("--weights", choices=("ema", "raw"), metavar="W",
+                   help="ema or raw: the moving average of the generator's weights or those of the last step "
+                        "(default: ema when the checkpoint has them, i.e. the run was trained with ema; else raw)")
     p.add_argument("--force", action="store_true",
                    help="write even inside a zoo run folder (a folder, FIFO or device is never replaced)")
     p.add_argument("--saturation", type=float, default=1.0, metavar="S",
@@ -52,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
     result = colorize_paths(args.inputs, args.model, args.out, format=args.format, size=args.size,
                             batch_size=args.batch_size, device=args.device, precision=args.precision,
                             force=args.force, progress=not args.no_progress, on_written=written,
-                            saturation=args.saturation, smoothing=not args.no_smoothing)
+                            saturation=args.saturation, smoothing=not args.no_smoothing,
+                            weights=args.weights or "auto")
     return result.exit_code

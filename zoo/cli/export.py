@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset version (default: torch's)")
     p.add_argument("--device", default="cpu", metavar="DEV",
                    help="device the generator is traced on (default: cpu; a .pt2 program keeps it)")
+    p.add_argument("--weights", choices=("ema", "raw"), metavar="W",
+                   help="ema or raw: the moving average of the generator's weights or those of the last step "
+                        "(default: ema when the checkpoint has them, i.e. the run was trained with ema; else raw)")
     p.add_argument("--force", action="store_true",
                    help="replace a zoo checkpoint or a file inside a run folder (a folder, FIFO or device never)")
     p.set_defaults(run=run)
@@ -33,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     fmt = args.format or ("pt2" if Path(args.out).suffix.lower() == ".pt2" else "onnx")
     done = export(args.model, args.out, format=fmt, size=args.size, opset=args.opset, device=args.device,
-                  force=args.force)
-    print(f"zoo: exported {one_line(done.generator)} to {one_line(str(done.path))} ({done.format}): "
+                  force=args.force, weights=args.weights or "auto")
+    print(f"zoo: exported {one_line(done.generator)}{' (EMA weights)' if done.weights == 'ema' else ''} to {one_line(str(done.path))} ({done.format}): "
           f"{done.describe()}", file=sys.stderr)
     print(one_line(str(done.path)))
     return 0
