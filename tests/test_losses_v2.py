@@ -289,3 +289,38 @@ def test_v2_losses_under_bf16_autocast_train_in_process(tmp_path):
                                          "losses=[{name: r1}]"], **{"gan_loss.name": "wgan_gp"})
     trainer = train(spec, tmp_path / "run")
     assert trainer.runtime.precision == "bf16" and trainer.step == 2
+
+
+def test_perceptual_wiring_with_random_weights():
+    loss = build("pixel_loss", "perceptual", {"pretrained": False, "layer": "relu2_2"})
+    assert not any(p.requires_grad for p in loss.parameters())  # the VGG is frozen, never trained
+    L, real, fake = lab_batch(2, 16)
+    fake.requires_grad_(True)
+    value = loss(StepContext("generator", L, real * 0.3, fake * 0.3))
+    (grad,) = torch.autograd.grad(value, fake)
+    assert value.item() > 0 and grad.abs().sum() > 0
+    assert loss(StepContext("generator", L, real * 0.3, real * 0.3)).item() == 0
+    loss.train()
+    assert not loss.vgg.training
+
+
+def test_perceptual_pretrained_offline_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached
+    monkeypatch.setattr("urllib.request.urlopen", _unreachable)
+    with pytest.raises(zoo.ZooError) as info:
+        build("pixel_loss", "perceptual")
+    msg = str(info.value)
+    assert "pretrained VGG16 weights are not cached" in msg and "pretrained=false" in msg and "\n" not in msg
+
+
+def _unreachable(*args, **kwargs):
+    raise OSError("network is unreachable")
+
+
+def test_a_penalty_trains_under_fp16_with_a_grad_scaler(tmp_path):
+    spec = tiny_spec(steps=1, extra_set=["precision=fp16", "discriminator.options.norm=instance",
+                                         "losses=[{name: r1}]"], **{"gan_loss.name": "wgan_gp"})
+    trainer = train(spec, tmp_path / "run")
+    assert trainer.runtime.precision == "fp16" and trainer.models.disc_scaler.is_enabled()
+    rows = [json.loads(line) for line in trainer.paths.losses.read_text().splitlines() if '"stage"' in line]
+    assert all(np.isfinite(v) for k, v in rows[-1].items() if k.startswith(("d_", "g_")))

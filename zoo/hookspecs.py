@@ -46,6 +46,12 @@ Where a declaration is a function, it receives the component's validated options
   ``2`` (the step-context contract, "Version 2" below).
 - ``trains`` (``loss`` terms only, required): ``"discriminator"``, ``"generator"`` or both as a tuple: the roles
   in which the engine calls the term (r1: ``"discriminator"``; feature matching: ``"generator"``).
+- ``needs_outputs`` (contract 2 losses): ``{NAME: channels}`` (an int or ``options -> int``): the generator's
+  auxiliary outputs the loss reads from ``ctx.outputs`` (``eccv16_ce``: ``{"logits": Q}``); the probe and the
+  contract kit fill them with random tensors of that many channels.
+- ``test_partners`` (every kind): ``{slot: name}`` or ``{slot: {"name": ..., "options": {...}}}``: the components
+  the contract kit's training run pairs this one with instead of the slot defaults (``feature_matching`` needs
+  a discriminator with features: ``{"discriminator": "multiscale"}``).
 - ``test_options`` (every kind): a dict of small option values, or a list of them, that build at small image
   sizes (32 px; the declared ``depth_option`` fits them to others): the contract kit (:mod:`zoo.testing`)
   builds and checks each and trains with the first; when the component is its slot's default
