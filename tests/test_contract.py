@@ -29,7 +29,13 @@ def test_registered_component_keeps_the_contract(kind, name):
     report = zoo.testing.check_component(kind, name, image_size=size)
     declared = component.test_option_sets(size)
     assert report.trained_with == (declared[0] if declared else {})  # the kit trains with the first declared set
-    assert set(report.last_losses) == LOSSES  # the engine's GAN step ran to the end
+    # the engine's GAN step ran to the end: a v1 GAN loss logs its two D terms, a v2 one its D objective, and
+    # each loss term its value in the roles it trains
+    gan = component if kind == "gan_loss" else None
+    expected = {"d_gan", "g_gan", "g_pixel"} if gan is not None and gan.contract == 2 else set(LOSSES)
+    if kind == "loss":
+        expected |= {f"{role[0]}_{name}" for role in component.trains}
+    assert set(report.last_losses) == expected
     assert all(math.isfinite(v) for v in report.last_losses.values())
 
 
@@ -37,7 +43,9 @@ def test_parametrize_registered_covers_every_kind():
     mark = zoo.testing.parametrize_registered()
     ids = {p.id for p in mark.args[1]}
     assert {"generator-unet", "discriminator-patch", "gan_loss-vanilla", "pixel_loss-l1"} <= ids
-    assert len(ids) == sum(len(zoo.names(k)) for k in ("generator", "discriminator", "gan_loss", "pixel_loss"))
+    assert {"gan_loss-hinge", "loss-r1", "loss-feature_matching", "generator-eccv16"} <= ids  # contract 2 ones
+    assert len(ids) == sum(len(zoo.names(k)) for k in ("generator", "discriminator", "gan_loss", "pixel_loss",
+                                                          "loss"))
 
 
 def test_unet_defaults_refused_at_32_px_and_declared_sets_trained():
@@ -256,6 +264,7 @@ def test_kit_fails_unknown_names_and_duplicates(tmp_path, monkeypatch):
     """
     make_plugin_dist(tmp_path, "dupunet", {"dupunet_mod": dup}, {"dupunet": "dupunet_mod"}, version="1.0")
     monkeypatch.syspath_prepend(str(tmp_path))  # installed: importlib.metadata sees its entry point
-    with pytest.raises(AssertionError, match=r"names must be unique: generator 'unet' is registered by both "
-                                             rf"{ZOO} .* and dupunet 1.0 \[dupunet_mod\]"):
+    with pytest.raises(AssertionError, match=r"names must be unique: generator 'unet' is registered by several "
+                                             rf"packages \(dupunet 1.0 \[dupunet_mod\] and {ZOO} .*\): name one as "
+                                             r"package:name, 'dupunet:unet' or 'zoo:unet'"):
         zoo.testing.check_component("generator", "unet", image_size=32, option_sets=[{"n_down": 5}])

@@ -1,5 +1,6 @@
 """examples/zoo-example-plugin, installed as a real distribution: listed, contract-checked, trained from the CLI,
-and faithful to its papers (parameter counts, receptive fields, spectral norms, the hinge formula).
+and faithful to its papers (parameter counts, receptive fields, spectral norms). Its hinge loss moved into zoo as a contract 2 built-in
+(the asymmetric form; see tests/test_losses_v2.py).
 
 It is pip-installed by .ci/run; elsewhere the conftest `example_plugin` fixture installs it for this module the
 way pip would (a dist-info with its real entry points), so these tests pass either way."""
@@ -21,7 +22,7 @@ from conftest import EXAMPLE_PLUGIN, REPO, run_zoo
 
 pytestmark = pytest.mark.usefixtures("example_plugin")
 
-COMPONENTS = {"resnet9": "generator", "pixel": "discriminator", "sn_patch": "discriminator", "hinge": "gan_loss"}
+COMPONENTS = {"resnet9": "generator", "pixel": "discriminator", "sn_patch": "discriminator"}
 
 
 def build(kind, name, options=None, size=32):
@@ -60,7 +61,7 @@ def test_zoo_list_and_zoo_plugins_show_it():
 
 def test_registry_parametrized_code_picks_it_up():
     assert "resnet9" in zoo.names("generator")
-    assert {"pixel", "sn_patch"} <= set(zoo.names("discriminator")) and "hinge" in zoo.names("gan_loss")
+    assert {"pixel", "sn_patch"} <= set(zoo.names("discriminator")) and "hinge" in zoo.names("gan_loss")  # zoo's own
     ids = {p.id for p in zoo.testing.parametrize_registered().args[1]}
     assert {f"{kind}-{name}" for name, kind in COMPONENTS.items()} <= ids
 
@@ -77,7 +78,6 @@ def test_benchmarks_include_it_with_no_edit():
     ("resnet9", 36, [{"ngf": 8, "n_blocks": 2}]),  # any multiple of 4, not only powers of 2
     ("pixel", 20, [{"ndf": 8, "norm": "instance"}]),
     ("sn_patch", 48, [{"ndf": 8, "n_layers": 3}]),
-    ("hinge", 32, [{"margin": 2.0}]),
 ])
 def test_passes_the_contract_kit(name, size, option_sets):
     report = zoo.testing.check_component(COMPONENTS[name], name, image_size=size, option_sets=option_sets)
@@ -92,10 +92,12 @@ def test_trains_from_the_cli(tmp_path):
             "num_samples=2", "--set", "log_every=1", "--out", str(out), "--no-progress", check_rc=0)
     spec = json.loads((out / "spec.json").read_text())
     assert [spec[k]["name"] for k in ("generator", "discriminator", "gan_loss")] == ["resnet9", "sn_patch", "hinge"]
+    assert spec["generator"]["provider"] == f"{PROJECT['name']}=={PROJECT['version']}"
+    assert spec["gan_loss"]["provider"].startswith("zoo==")
     assert spec["generator"]["options"] == {"ngf": 8, "n_blocks": 2, "norm": "batch", "dropout": 0.5}
     rows = [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
-    steps = [r for r in rows if "d_real" in r]
-    assert len(steps) == 2 and all(math.isfinite(r[k]) for r in steps for k in ("d_real", "d_fake", "g_gan"))
+    steps = [r for r in rows if "d_gan" in r]  # zoo's hinge is contract 2: one D objective
+    assert len(steps) == 2 and all(math.isfinite(r[k]) for r in steps for k in ("d_gan", "g_gan"))
     # the checkpoint (spectral-norm parametrizations included) loads back into both nets
     from zoo.loading import load_trained
 
@@ -184,19 +186,6 @@ def test_sn_patch_is_a_70x70_patchgan_with_unit_spectral_norms():
 def test_sn_patch_too_deep_for_image_size():
     with pytest.raises(SpecError, match="sn_patch: n_layers 5 needs an image size >= 96"):
         build("discriminator", "sn_patch", {"n_layers": 5}, size=64)
-
-
-# --- hinge ----------------------------------------------------------------------------------------------
-
-def test_hinge_formula_for_d_and_g():
-    logits = torch.randn(3, 1, 5, 5) * 2
-    loss = build("gan_loss", "hinge")
-    torch.testing.assert_close(loss(logits, True), torch.relu(1 - logits).mean())
-    torch.testing.assert_close(loss(logits, False), torch.relu(1 + logits).mean())
-    wide = build("gan_loss", "hinge", {"margin": 2.5})
-    torch.testing.assert_close(wide(logits, True), torch.relu(2.5 - logits).mean())
-    with pytest.raises(SpecError, match="margin"):
-        get_registry().get("gan_loss", "hinge").options({"margin": 0})
 
 
 def test_readme_and_ci_install_the_example_plugin():

@@ -1,7 +1,7 @@
 """The nets, losses and optimizers of one run: built from a resolved spec, initialised, loaded from weights."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,16 @@ def init_weights(net: nn.Module, kind: str, gain: float) -> None:
 
 
 @dataclass
+class LossTerm:
+    """A built loss term of the spec's ``losses``: called as ``module(ctx)`` in each role it ``trains``."""
+
+    name: str
+    module: nn.Module
+    weight: float
+    trains: tuple[str, ...]
+
+
+@dataclass
 class Models:
     """The nets, losses and optimizers of one run."""
 
@@ -49,6 +59,12 @@ class Models:
     # steps are separate backward passes. The generator's serves its pretraining stage too.
     gen_scaler: torch.amp.GradScaler | None = None
     disc_scaler: torch.amp.GradScaler | None = None
+    # Contract 2 (zoo.hookspecs "Version 2"): the contract each component was registered with, the extra loss
+    # terms, and the weight of the GAN loss in G's loss.
+    contracts: dict[str, int] = field(default_factory=lambda: {k: 1 for k in ("generator", "discriminator",
+                                                                               "gan_loss", "pixel_loss")})
+    terms: list[LossTerm] = field(default_factory=list)
+    gan_weight: float = 1.0
 
     def __post_init__(self):
         for name in ("gen_scaler", "disc_scaler"):
@@ -69,13 +85,17 @@ def build_models(spec: TrainSpec, runtime: Runtime, registry: Registry | None = 
     device = runtime.device
     ctx = spec.context()
     torch.manual_seed(spec.seed)
-    gen = registry.create("generator", spec.generator.name, spec.generator.options, ctx)
-    disc = registry.create("discriminator", spec.discriminator.name, spec.discriminator.options, ctx)
-    gan_loss = registry.create("gan_loss", spec.gan_loss.name, spec.gan_loss.options, ctx)
-    pixel_loss = registry.create("pixel_loss", spec.pixel_loss.name, spec.pixel_loss.options, ctx)
+    slots = {kind: registry.get(kind, getattr(spec, kind).name, getattr(spec, kind).provider)
+             for kind in ("generator", "discriminator", "gan_loss", "pixel_loss")}
+    gen, disc, gan_loss, pixel_loss = (slots[k].create(getattr(spec, k).options, ctx) for k in slots)
+    terms = []
+    for term in spec.losses:
+        component = registry.get("loss", term.name, term.provider)
+        terms.append(LossTerm(term.name, component.create(term.options, ctx).to(device), term.weight,
+                              component.trains))
     # A component built with pretrained weights (as its plugin declares: Component.is_pretrained) keeps them.
     for kind, part, net in (("generator", spec.generator, gen), ("discriminator", spec.discriminator, disc)):
-        if kind in spec.init.apply_to and not registry.get(kind, part.name).is_pretrained(part.options):
+        if kind in spec.init.apply_to and not slots[kind].is_pretrained(part.options):
             init_weights(net, spec.init.kind, spec.init.gain)
     if sync_batchnorm:
         gen = nn.SyncBatchNorm.convert_sync_batchnorm(gen)
@@ -91,7 +111,8 @@ def build_models(spec: TrainSpec, runtime: Runtime, registry: Registry | None = 
         p = spec.pretrain
         pre = torch.optim.Adam(gen.parameters(), lr=p.lr, betas=(p.beta1, p.beta2))
     return Models(gen, disc, gan_loss, pixel_loss, adam(gen.parameters(), spec.gen_optim),
-                  adam(disc.parameters(), spec.disc_optim), pre, runtime.scaler(), runtime.scaler())
+                  adam(disc.parameters(), spec.disc_optim), pre, runtime.scaler(), runtime.scaler(),
+                  contracts={k: c.contract for k, c in slots.items()}, terms=terms, gan_weight=spec.gan_weight)
 
 
 def prepare_for_training(models: Models, runtime: Runtime) -> None:
@@ -182,5 +203,5 @@ def dense_grads_into_norms(net: nn.Module) -> None:
             module._zoo_dense_grads = True
 
 
-__all__ = ["Models", "build_models", "dense_grads_into_norms", "init_weights", "load_training_state", "load_weights",
+__all__ = ["LossTerm", "Models", "build_models", "dense_grads_into_norms", "init_weights", "load_training_state", "load_weights",
            "prepare_for_training", "weights_mismatch"]

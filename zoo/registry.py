@@ -24,13 +24,16 @@ from zoo.text import one_line, shown
 
 #: component kind -> the hook that registers it
 KIND_TITLES = {"generator": "generators", "discriminator": "discriminators", "gan_loss": "GAN losses",
-               "pixel_loss": "pixel losses"}
+               "pixel_loss": "pixel losses", "loss": "loss terms"}
 KINDS: dict[str, str] = {
     "generator": "register_generators",
     "discriminator": "register_discriminators",
     "gan_loss": "register_gan_losses",
     "pixel_loss": "register_pixel_losses",
+    "loss": "register_losses",
 }
+#: the kinds that fill one slot of a spec each (``loss`` terms are a list: the spec's ``losses``)
+SLOT_KINDS = ("generator", "discriminator", "gan_loss", "pixel_loss")
 DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
 #: a component name: it becomes part of file and folder names (run folders), so no '/', '..', ':' or spaces
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -70,13 +73,32 @@ class PluginInfo:
     def disabled(self) -> bool:
         return self.error == f"disabled by {DISABLE_ENV}"
 
+    @property
+    def package(self) -> str:
+        """The ``package`` of ``package:name``: the distribution's normalised name (PEP 503), or the plugin's name
+        for one registered in-process without a distribution."""
+        return canonical_package(self.distribution or self.name)
+
+    @property
+    def pin(self) -> str | None:
+        """What a resolved spec records as the component's provider: ``"distribution==version"`` (None without a
+        distribution)."""
+        return f"{self.package}=={self.version}" if self.distribution else None
+
+
+def canonical_package(name: str) -> str:
+    """A distribution name as ``package:name`` spells it: lower case, runs of ``-_.`` as one ``-`` (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", str(name)).lower()
+
 
 #: which kinds each declaration applies to (losses have no image size, depth or weights to declare)
 _NET_KINDS = ("generator", "discriminator")
 DECLARATION_KINDS: dict[str, tuple[str, ...]] = {
     "size_multiple": _NET_KINDS, "min_image_size": _NET_KINDS, "depth_option": _NET_KINDS,
-    "pretrained": _NET_KINDS, "test_options": tuple(KINDS),
+    "pretrained": _NET_KINDS, "test_options": tuple(KINDS), "contract": tuple(KINDS), "trains": ("loss",),
+    "test_partners": tuple(KINDS), "needs_outputs": ("gan_loss", "pixel_loss", "loss"),
 }
+CONTRACTS = (1, 2)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: hashable by identity although test_options holds dicts
@@ -92,6 +114,10 @@ class Declarations:
     depth_option: str | None = None
     pretrained: str | Callable[[Any], bool] | None = None
     test_options: tuple[Mapping[str, Any], ...] = ()
+    contract: int = 1
+    trains: tuple[str, ...] = ()
+    test_partners: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    needs_outputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,6 +130,27 @@ class Component:
     options_model: type[BaseModel]
     plugin: PluginInfo
     declared: Declarations = field(default_factory=Declarations)
+
+    @property
+    def qualified_name(self) -> str:
+        """``package:name``: addressable always, even when another package registers the same short name."""
+        return f"{self.plugin.package}:{self.name}"
+
+    @property
+    def contract(self) -> int:
+        return self.declared.contract
+
+    @property
+    def trains(self) -> tuple[str, ...]:
+        """The roles in which the engine calls this loss: declared for loss terms; a GAN loss trains both nets,
+        a pixel loss the generator."""
+        return self.declared.trains or {"gan_loss": ("discriminator", "generator"),
+                                        "pixel_loss": ("generator",)}.get(self.kind, ())
+
+    def output_channels(self, options=None) -> dict[str, int]:
+        """The generator outputs this loss declares it reads (``needs_outputs``), with their channel counts."""
+        opts = self.options(options)
+        return {k: (v(opts) if callable(v) else v) for k, v in self.declared.needs_outputs.items()}
 
     @property
     def title(self) -> str:
@@ -300,6 +347,8 @@ def _probe(component: Component, module, context: BuildContext) -> None:
     size, n = context.image_size, PROBE_BATCH
     was_training = getattr(module, "training", False)
     expected = None
+    if component.contract == 2 and component.kind not in _NET_KINDS:
+        return _probe_v2_loss(component, module)
     try:
         with torch.no_grad():
             if component.kind == "generator":
@@ -310,8 +359,18 @@ def _probe(component: Component, module, context: BuildContext) -> None:
             elif component.kind == "discriminator":
                 module.eval()
                 out = module(torch.zeros(n, 3, size, size))
-                expected = f"({n}, 1, h, w)"
-                ok = isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[:2] == (n, 1)
+                expected = f"({n}, 1, h, w)" + (" maps (a tensor, a list or {'logits': [...], 'features': [...]})"
+                                                if component.contract == 2 else "")
+                if component.contract == 2:
+                    try:
+                        maps = hookspecs.DiscriminatorOutput.of(out).logits
+                    except ValueError as exc:
+                        raise PluginError(f"{component.title} {exc}: fix the plugin's build function") from None
+                else:
+                    maps = [out]
+                ok = all(isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[:2] == (n, 1) for t in maps)
+                if ok:
+                    out = maps[0]
             elif component.kind == "gan_loss":
                 out = module(torch.zeros(n, 1, 4, 4), True)
                 expected = "a scalar tensor"
@@ -320,7 +379,7 @@ def _probe(component: Component, module, context: BuildContext) -> None:
                 out = module(torch.zeros(n, 2, 4, 4), torch.zeros(n, 2, 4, 4))
                 expected = "a scalar tensor"
                 ok = isinstance(out, torch.Tensor) and out.dim() == 0
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, PluginError):
         raise
     except BaseException as exc:  # noqa: BLE001 - SystemExit from a forward is the plugin's bug too
         raise PluginError(f"{component.title} failed its contract check at image size {size}, batch {n}: "
@@ -333,22 +392,116 @@ def _probe(component: Component, module, context: BuildContext) -> None:
         raise PluginError(f"{component.title} returned {got}, expected {expected}: fix the plugin's build function")
 
 
+def probe_context(role: str, n: int = PROBE_BATCH, size: int = 8, grad: bool = False,
+                  outputs: dict[str, int] | None = None):
+    """A StepContext of zeros-and-noise inputs with a small fixed conv discriminator (the v2 losses' probe, and
+    the contract kit's base case)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    L = torch.rand(n, 1, size, size, generator=gen) * 2 - 1
+    real = torch.rand(n, 2, size, size, generator=gen) * 2 - 1
+    fake = (torch.rand(n, 2, size, size, generator=gen) * 2 - 1).requires_grad_(grad)
+    disc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.LeakyReLU(0.2),
+                               torch.nn.Conv2d(4, 1, 3, padding=1))
+
+    class _Features(torch.nn.Module):  # {"logits": [map], "features": [hidden]}, as a v2 discriminator may return
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = disc[:2], disc[2]
+
+        def forward(self, x):
+            hidden = self.body(x)
+            return {"logits": [self.head(hidden)], "features": [hidden]}
+
+    net = _Features()
+    D = hookspecs.DiscriminatorOutput.of
+    fake_in = fake if role == "generator" else fake.detach()
+    aux = {k: torch.randn(n, c, size, size, generator=gen).requires_grad_(grad and role == "generator")
+           for k, c in (outputs or {}).items()}
+    ctx = hookspecs.StepContext(role, L, real, fake_in, aux, discriminator=net, probe=True,
+                                d_fake=D(net(torch.cat([L, fake_in], 1))))
+    if role == "generator":
+        with torch.no_grad():
+            ctx.d_real = D(net(torch.cat([L, real], 1)))
+    else:
+        ctx.d_real = D(net(torch.cat([L, real], 1)))
+    return ctx, net
+
+
+def _probe_v2_loss(component: Component, module) -> None:
+    """Call a v2 loss once per role it trains on a probe context (with gradients: penalties need them)."""
+    import torch
+
+    for role in component.trains:
+        try:
+            ctx, _ = probe_context(role, outputs=component.output_channels())
+            out = module(ctx)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            raise PluginError(f"{component.title} failed its contract check in the {role} role: "
+                              f"{type(exc).__name__}: {one_line(exc)}") from exc
+        if not (isinstance(out, torch.Tensor) and out.dim() == 0):
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise PluginError(f"{component.title} returned {got} in the {role} role, expected a scalar tensor: fix "
+                              f"the plugin's build function")
+
+
 @dataclass
 class Registry:
-    """All components, by kind and name, plus the plugins they came from."""
+    """All components, by kind and name, plus the plugins they came from.
+
+    ``components[kind]`` holds the short names that exactly one package registers; ``clashes[kind]`` the short
+    names several packages register (each with its components); ``qualified[kind]`` every component by
+    ``package:name``.
+    """
 
     components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
     plugins: list[PluginInfo] = field(default_factory=list)
+    clashes: dict[str, dict[str, list[Component]]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    qualified: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
 
     def names(self, kind: str) -> list[str]:
-        return sorted(self.components[_check_kind(kind)])
+        """The names that address one component each: the unique short names, then ``package:name`` of every
+        component whose short name clashes."""
+        kind = _check_kind(kind)
+        clashed = sorted(c.qualified_name for group in self.clashes[kind].values() for c in group)
+        return sorted(self.components[kind]) + clashed
 
-    def get(self, kind: str, name: str) -> Component:
+    def all(self, kind: str) -> list[Component]:
+        """Every component of a kind, clashing ones included, in name order."""
+        return sorted(self.qualified[_check_kind(kind)].values(), key=lambda c: (c.name, c.qualified_name))
+
+    def clash_message(self, kind: str, name: str) -> str:
+        group = sorted(self.clashes[kind][name], key=lambda c: c.qualified_name)
+        providers = " and ".join(c.plugin.provider for c in group)
+        forms = " or ".join(shown(c.qualified_name) for c in group)
+        return (f"{kind.replace('_', ' ')} {shown(name)} is registered by several packages ({providers}): name "
+                f"one as package:name, {forms}")
+
+    def get(self, kind: str, name: str, provider: str | None = None) -> Component:
+        """The component ``name`` (short or ``package:name``) of a kind. A short name that several packages
+        register is a DuplicateComponent naming the ``package:name`` forms, unless ``provider`` (a recorded
+        ``"distribution==version"`` or distribution) picks one."""
         table = self.components[_check_kind(kind)]
+        if isinstance(name, str) and ":" in name:
+            package, _, short = name.partition(":")
+            found = self.qualified[kind].get(f"{canonical_package(package)}:{short}")
+            if found is not None:
+                return found
         if name in table:
             return table[name]
-        available = ", ".join(sorted(table)) or "(none)"
-        close = difflib.get_close_matches(str(name), list(table), n=1)
+        if name in self.clashes[kind]:
+            if provider:
+                wanted = canonical_package(provider.partition("==")[0])
+                for c in self.clashes[kind][name]:
+                    if c.plugin.package == wanted:
+                        return c
+            raise DuplicateComponent(self.clash_message(kind, name))
+        listed = self.names(kind)
+        available = ", ".join(listed) or "(none)"
+        close = difflib.get_close_matches(str(name), listed, n=1)
         hint = f" Did you mean {shown(close[0])}?" if close else ""
         disabled = self.disabled()
         if disabled:  # never loaded, so what they provide is unknown: say so rather than imply "not installed"
@@ -361,8 +514,9 @@ class Registry:
         """The plugins ZOO_DISABLE_PLUGINS kept from loading (what they provide is not known)."""
         return [p for p in self.plugins if p.disabled]
 
-    def create(self, kind: str, name: str, options=None, context: BuildContext | None = None, check=True):
-        return self.get(kind, name).create(options, context, check=check)
+    def create(self, kind: str, name: str, options=None, context: BuildContext | None = None, check=True,
+               provider: str | None = None):
+        return self.get(kind, name, provider).create(options, context, check=check)
 
 
 def _check_kind(kind: str) -> str:
@@ -392,7 +546,8 @@ def load_registry(extra_plugins: tuple[tuple[str, object], ...] = (), entry_poin
 
     ``extra_plugins`` are ``(name, module_or_object)`` pairs registered after the entry points (for tests
     and embedding applications). A plugin that fails to import is reported with a PluginLoadWarning and
-    skipped; two plugins registering one name raise DuplicateComponent naming both.
+    skipped; two packages registering one short name are both kept, as ``package:name`` (the short name is
+    refused where it is used, see :meth:`Registry.get`).
     """
     pm = pluggy.PluginManager(hookspecs.NAME)
     pm.add_hookspecs(hookspecs)
@@ -455,8 +610,6 @@ def load_registry(extra_plugins: tuple[tuple[str, object], ...] = (), entry_poin
             info = infos[impl.plugin_name]
             try:
                 impl.function(register=functools.partial(_register, registry, kind, info))
-            except DuplicateComponent:  # two providers of one name: the user must choose (see the message)
-                raise
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001 - skipped whole, like a plugin that fails to import
@@ -470,9 +623,10 @@ def load_registry(extra_plugins: tuple[tuple[str, object], ...] = (), entry_poin
 
 def _drop_plugin(registry: Registry, info: PluginInfo, reason: str) -> None:
     """Forget every component a plugin registered and mark it failed in ``registry.plugins``."""
-    for table in registry.components.values():
-        for name in [n for n, c in table.items() if c.plugin is info]:
-            del table[name]
+    for kind, table in registry.qualified.items():
+        for qname in [n for n, c in table.items() if c.plugin is info]:
+            del table[qname]
+        _reindex(registry, kind)
     registry.plugins = [PluginInfo(p.name, p.module, p.distribution, p.version, reason) if p is info else p
                         for p in registry.plugins]
 
@@ -491,16 +645,23 @@ def _register(registry: Registry, kind: str, info: PluginInfo, name: str, build:
     if not (isinstance(options_model, type) and issubclass(options_model, BaseModel)):
         raise PluginError(f"plugin {info.provider}: {kind} {shown(name)} options must be a zoo.Options subclass")
     declared = _declarations(kind, name, options_model, info, declarations)
-    table = registry.components[kind]
-    if name in table:
-        other = table[name].plugin
-        # Suggest skipping the add-on, not zoo's own built-in (entry points load in sys.path order).
-        first, second = sorted((other, info), key=lambda p: p.distribution == "zoo")
-        raise DuplicateComponent(
-            f"{kind} {shown(name)} is registered by both {other.provider} and {info.provider}: uninstall one, "
-            f"or set {DISABLE_ENV}={one_line(first.name)} (or ={one_line(second.name)}) to skip a plugin"
-        )
-    table[name] = Component(kind, name, build, options_model, info, declared)
+    component = Component(kind, name, build, options_model, info, declared)
+    qualified = registry.qualified[kind]
+    if component.qualified_name in qualified:  # one package registering a name twice: its own mistake
+        other = qualified[component.qualified_name].plugin
+        raise PluginError(f"{kind} {shown(name)} is registered twice by the package {shown(info.package)} "
+                          f"({other.provider} and {info.provider}): rename one")
+    qualified[component.qualified_name] = component
+    _reindex(registry, kind)
+
+
+def _reindex(registry: Registry, kind: str) -> None:
+    """Short names from ``registry.qualified``: unique ones into ``components``, the others into ``clashes``."""
+    groups: dict[str, list[Component]] = {}
+    for c in registry.qualified[kind].values():
+        groups.setdefault(c.name, []).append(c)
+    registry.components[kind] = {n: g[0] for n, g in groups.items() if len(g) == 1}
+    registry.clashes[kind] = {n: g for n, g in groups.items() if len(g) > 1}
 
 
 def _declarations(kind: str, name: str, options_model: type[BaseModel], info: PluginInfo,
@@ -555,8 +716,34 @@ def _declarations(kind: str, name: str, options_model: type[BaseModel], info: Pl
             raise PluginError(f"{where}: test_options {one_line(repr(dict(options)))} are invalid: "
                               f"{format_validation_error(exc)}") from None
         tests.append(dict(options))
+    contract = given.get("contract", 2 if kind == "loss" else 1)
+    if contract not in CONTRACTS or isinstance(contract, bool):
+        raise PluginError(f"{where}: contract={one_line(repr(contract))} must be 1 or 2 (see zoo.hookspecs)")
+    if kind == "loss" and contract != 2:
+        raise PluginError(f"{where}: loss terms are always contract 2 (called with a StepContext): drop contract=")
+    trains: tuple[str, ...] = ()
+    if kind == "loss":
+        raw = given.get("trains")
+        raw = (raw,) if isinstance(raw, str) else tuple(raw or ())
+        if not raw or any(r not in hookspecs.ROLES for r in raw) or len(set(raw)) != len(raw):
+            raise PluginError(f"{where}: declare trains='discriminator', 'generator' or both as a tuple (the roles "
+                              f"the engine calls the term in), got {one_line(repr(given.get('trains')))}")
+        trains = tuple(r for r in hookspecs.ROLES if r in raw)
+    needs = dict(given.get("needs_outputs") or {})
+    if needs and (contract != 2 or not all(isinstance(k, str) and k != "ab" and (callable(v) or (
+            isinstance(v, int) and not isinstance(v, bool) and v > 0)) for k, v in needs.items())):
+        raise PluginError(f"{where}: needs_outputs maps generator output names (not 'ab') to their channel count "
+                          f"(an int or options -> int), for a contract 2 loss")
+    partners = {}
+    for slot, partner in (given.get("test_partners") or {}).items():
+        partner = {"name": partner} if isinstance(partner, str) else partner
+        if slot not in SLOT_KINDS or slot == kind or not isinstance(partner, Mapping) or "name" not in partner:
+            raise PluginError(f"{where}: test_partners must map other slots ({', '.join(SLOT_KINDS)}) to a component "
+                              f"name or {{'name': ..., 'options': {{...}}}}, got {one_line(repr(given['test_partners']))}")
+        partners[slot] = dict(partner)
     return Declarations(size_multiple=given.get("size_multiple"), min_image_size=given.get("min_image_size"),
-                        depth_option=given.get("depth_option"), pretrained=pretrained, test_options=tuple(tests))
+                        depth_option=given.get("depth_option"), pretrained=pretrained, test_options=tuple(tests),
+                        contract=contract, trains=trains, test_partners=partners, needs_outputs=needs)
 
 
 @functools.lru_cache(maxsize=1)
@@ -594,5 +781,5 @@ def describe_options(model: type[BaseModel]) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["BuildContext", "Component", "Declarations", "KINDS", "NAME_PATTERN", "PluginInfo", "PluginLoadWarning", "Registry", "get_registry",
+__all__ = ["SLOT_KINDS", "BuildContext", "Component", "canonical_package", "probe_context", "Declarations", "KINDS", "NAME_PATTERN", "PluginInfo", "PluginLoadWarning", "Registry", "get_registry",
            "load_registry", "names", "describe_options", "disabled_plugins"]

@@ -18,9 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from zoo.errors import SpecError
+from zoo.errors import SpecError, ZooError
 from zoo.options import Options
-from zoo.registry import BuildContext, Registry, format_validation_error
+from zoo.registry import BuildContext, Registry, canonical_package, format_validation_error
 from zoo.text import one_line, shown
 
 SLOTS = {"generator": "generator", "discriminator": "discriminator", "gan_loss": "gan_loss",
@@ -38,8 +38,18 @@ MAX_SEED = 2**32 - 1  # numpy's seed range; torch seeds derived from it (seed * 
 
 
 class ComponentSpec(SpecOptions):
-    name: str = Field(description="registered component name (see `zoo list`)")
+    name: str = Field(description="registered component name, short or package:name (see `zoo list`)")
     options: dict[str, Any] = Field(default_factory=dict, description="validated by the component's own options")
+    provider: str | None = Field(None, description="the distribution==version that provided it, recorded when the "
+                                 "spec is resolved (a stored spec resolves to that provider; see zoo.hookspecs)")
+
+
+class LossTermSpec(ComponentSpec):
+    weight: float = Field(1.0, ge=0, description="multiplies the term in the loss of each net it trains")
+
+
+class ProviderWarning(UserWarning):
+    """A stored spec's component now comes from another version of the same distribution."""
 
 
 class OptimizerSpec(SpecOptions):
@@ -126,6 +136,10 @@ class TrainSpec(SpecOptions):
     gan_loss: ComponentSpec = Field(default_factory=_default("gan_loss"))
     pixel_loss: ComponentSpec = Field(default_factory=_default("pixel_loss"))
     pixel_weight: float = Field(100.0, ge=0, description="lambda: weight of the pixel loss in the G loss")
+    gan_weight: float = Field(1.0, ge=0, description="weight of the GAN loss in the G loss (0: no adversarial "
+                              "term for G, e.g. a classification colorizer alone)")
+    losses: list[LossTermSpec] = Field(default_factory=list, description="extra loss terms (kind 'loss': r1, "
+                                       "feature_matching, ...), each added with its weight to the nets it trains")
     data: DataSpec = Field(default_factory=DataSpec)
     gen_optim: OptimizerSpec = Field(default_factory=OptimizerSpec)
     disc_optim: OptimizerSpec = Field(default_factory=OptimizerSpec)
@@ -165,13 +179,44 @@ class TrainSpec(SpecOptions):
 
     def resolved(self, registry: Registry) -> "TrainSpec":
         """Every component looked up and its options validated and filled with defaults."""
-        updates = {}
-        for slot in SLOTS:
-            comp_spec: ComponentSpec = getattr(self, slot)
-            component = registry.get(slot, comp_spec.name)
-            opts = component.options(comp_spec.options)
-            updates[slot] = ComponentSpec(name=comp_spec.name, options=opts.model_dump(mode="json"))
+        updates: dict[str, Any] = {slot: resolve_component(slot, getattr(self, slot), registry) for slot in SLOTS}
+        updates["losses"] = [resolve_component("loss", term, registry) for term in self.losses]
         return self.model_copy(update=updates)
+
+
+def resolve_component(kind: str, comp_spec: ComponentSpec, registry: Registry) -> ComponentSpec:
+    """One slot resolved: the component looked up (by its recorded provider when the spec has one), its options
+    validated and filled, its provider recorded; its name kept short unless that short name clashes.
+
+    The provider rule (documented in zoo.hookspecs): a recorded provider whose distribution no longer provides the
+    name is refused (SpecError, one line); a different version of it is a ProviderWarning (one line)."""
+    import warnings
+
+    where = f"{kind.replace('_', ' ')} {shown(comp_spec.name)}"
+    try:
+        component = registry.get(kind, comp_spec.name, comp_spec.provider)
+    except ZooError as exc:
+        if comp_spec.provider is None:
+            raise
+        raise SpecError(f"{where} was recorded from {shown(comp_spec.provider)}, which provides no such component "
+                        f"now ({exc}): install {shown(comp_spec.provider)} to continue this run") from None
+    pin = component.plugin.pin
+    if comp_spec.provider is not None:
+        recorded, _, version = comp_spec.provider.partition("==")
+        if canonical_package(recorded) != component.plugin.package:
+            raise SpecError(f"{where} was recorded from {shown(comp_spec.provider)} but now comes from "
+                            f"{component.plugin.provider}: install {shown(comp_spec.provider)}, or start a new run "
+                            f"to use {shown(component.qualified_name)}")
+        if pin is not None and pin != comp_spec.provider:
+            warnings.warn(f"{where} was recorded from {comp_spec.provider} and now comes from {pin}: its defaults or "
+                          f"behaviour may have changed", ProviderWarning, stacklevel=3)
+    opts = component.options(comp_spec.options)
+    clashes = component.name in registry.clashes[kind]
+    out = {"name": component.qualified_name if clashes else component.name,
+           "options": opts.model_dump(mode="json"), "provider": pin or comp_spec.provider}
+    if isinstance(comp_spec, LossTermSpec):
+        return LossTermSpec(**out, weight=comp_spec.weight)
+    return ComponentSpec(**out)
 
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -12,7 +12,7 @@
 
 For one registered component, :func:`check_component` checks what :mod:`zoo.hookspecs` promises:
 
-- the name is registered by exactly one plugin (loading the registry raises DuplicateComponent otherwise);
+- the name addresses exactly one component (a short name two packages register fails: check ``package:name``);
 - its options: every field has a default and a description, numeric fields have bounds, and an unknown key
   is rejected;
 - for the default options, each ``option_sets`` entry and each option set the plugin declared with
@@ -44,7 +44,9 @@ import torch
 from torch import nn
 
 from zoo.errors import DuplicateComponent, PluginError, SpecError, UnknownComponent, ZooError
-from zoo.registry import KINDS, BuildContext, Component, Registry, describe_options, load_registry
+from zoo.hookspecs import DiscriminatorOutput
+from zoo.registry import KINDS, SLOT_KINDS, BuildContext, Component, Registry, describe_options, load_registry, \
+    probe_context
 from zoo.text import shown
 
 #: the option key used to check that unknown keys are rejected
@@ -120,6 +122,8 @@ def _check_component(kind, name, image_size, option_sets, train_steps, registry,
             raise AssertionError(f"zoo contract: component names must be unique: {exc}") from None
     try:
         component = registry.get(kind, name)
+    except DuplicateComponent as exc:
+        raise AssertionError(f"zoo contract: component names must be unique: {exc}") from None
     except UnknownComponent as exc:
         hint = "" if registry.disabled() else " (is the plugin installed and in the entry-point group 'zoo'? see " \
                                                 "`zoo plugins`)"
@@ -236,6 +240,14 @@ def _check_generator(checker: _Checker, net: nn.Module) -> None:
     x = (torch.rand(BATCH, 1, size, size) * 2 - 1).requires_grad_()
     out = net(x)
     expected = (BATCH, 2, size, size)
+    aux = {}
+    if isinstance(out, dict):
+        checker.check(checker.component.contract == 2, "returned a dict in train mode: only a contract 2 generator "
+                                                       "may (register it with contract=2, see zoo.hookspecs)")
+        checker.check("ab" in out, f"returned auxiliary outputs {sorted(map(str, out))} with no decoding to ab: a v2 "
+                                   f"generator's dict must hold 'ab' (the declared decoding, see zoo.hookspecs)")
+        aux = {k: v for k, v in out.items() if k != "ab"}
+        out = out["ab"]
     checker.check(isinstance(out, torch.Tensor), f"returned {type(out).__name__}, expected a tensor {expected}")
     checker.check(tuple(out.shape) == expected, f"L {tuple(x.shape)} gave {tuple(out.shape)}, expected {expected}")
     checker.check(out.dtype == torch.float32, f"output dtype {out.dtype}, expected float32")
@@ -243,12 +255,16 @@ def _check_generator(checker: _Checker, net: nn.Module) -> None:
     lo, hi = out.min().item(), out.max().item()
     checker.check(lo >= -1 and hi <= 1, f"output range [{lo:.3g}, {hi:.3g}] leaves [-1, 1]: end with a Tanh "
                                         f"(ab is scaled ab/110)")
-    (out * torch.randn_like(out)).sum().backward()
+    total = (out * torch.randn_like(out)).sum() + sum((v.float() * torch.randn_like(v.float())).sum()
+                                                      for v in aux.values() if v.is_floating_point())
+    total.backward()
     _check_gradients(checker, net)
     checker.check(x.grad is not None and x.grad.abs().sum() > 0, "the output does not depend on the input L")
     net.eval()
     with torch.no_grad():
         one = net(torch.rand(1, 1, size, size) * 2 - 1)
+    checker.check(isinstance(one, torch.Tensor), f"in eval mode it returned {type(one).__name__}: inference, "
+                                                 f"export and evaluation need ab (B, 2, H, W) in eval mode")
     checker.check(tuple(one.shape) == (1, 2, size, size), f"in eval mode batch 1 gave {tuple(one.shape)}")
 
 
@@ -257,12 +273,25 @@ def _check_discriminator(checker: _Checker, net: nn.Module) -> None:
     _check_trainable(checker, net)
     net.train()
     x = (torch.rand(BATCH, 3, size, size) * 2 - 1).requires_grad_()
-    out = net(x)
-    checker.check(isinstance(out, torch.Tensor), f"returned {type(out).__name__}, expected logits (B, 1, h, w)")
-    shape = tuple(out.shape)
-    checker.check(out.dim() == 4 and shape[:2] == (BATCH, 1) and min(shape[2:]) >= 1,
-                  f"Lab {tuple(x.shape)} gave {shape}, expected ({BATCH}, 1, h, w) with h, w >= 1")
-    checker.check(bool(torch.isfinite(out).all()), "logits have NaN or inf")
+    raw = net(x)
+    if checker.component.contract == 2:
+        try:
+            result = DiscriminatorOutput.of(raw)
+        except ValueError as exc:
+            checker.fail(str(exc))
+        maps, features = result.logits, result.features
+    else:
+        checker.check(isinstance(raw, torch.Tensor), f"returned {type(raw).__name__}, expected logits (B, 1, h, w) "
+                                                     f"(several maps or features: register it with contract=2)")
+        maps, features = [raw], []
+    for out in maps:
+        shape = tuple(out.shape)
+        checker.check(out.dim() == 4 and shape[:2] == (BATCH, 1) and min(shape[2:]) >= 1,
+                      f"Lab {tuple(x.shape)} gave {shape}, expected ({BATCH}, 1, h, w) with h, w >= 1")
+        checker.check(bool(torch.isfinite(out).all()), "logits have NaN or inf")
+    for f in features:
+        checker.check(f.shape[0] == BATCH, f"a feature map has batch {f.shape[0]}, expected {BATCH}")
+    out = torch.cat([m.flatten() for m in maps])
     (out * torch.randn_like(out)).sum().backward()
     _check_gradients(checker, net)
     checker.check(x.grad[:, :1].abs().sum() > 0 and x.grad[:, 1:].abs().sum() > 0,
@@ -270,6 +299,7 @@ def _check_discriminator(checker: _Checker, net: nn.Module) -> None:
     net.eval()
     with torch.no_grad():
         one = net(torch.rand(1, 3, size, size) * 2 - 1)
+    one = DiscriminatorOutput.of(one).logits[0] if checker.component.contract == 2 else one
     checker.check(tuple(one.shape[:2]) == (1, 1), f"in eval mode batch 1 gave {tuple(one.shape)}")
 
 
@@ -281,6 +311,8 @@ def _scalar(checker: _Checker, value: Any, call: str) -> torch.Tensor:
 
 
 def _check_gan_loss(checker: _Checker, loss: nn.Module) -> None:
+    if checker.component.contract == 2:
+        return _check_v2_loss(checker, loss)
     logits = torch.randn(BATCH, 1, 6, 6, requires_grad=True)
     for target in (True, False):
         value = _scalar(checker, loss(logits, target), f"loss(logits, {target})")
@@ -299,6 +331,8 @@ def _check_gan_loss(checker: _Checker, loss: nn.Module) -> None:
 
 
 def _check_pixel_loss(checker: _Checker, loss: nn.Module) -> None:
+    if checker.component.contract == 2:
+        return _check_v2_loss(checker, loss)
     real = torch.rand(BATCH, 2, 8, 8) * 2 - 1
     fake = (torch.rand(BATCH, 2, 8, 8) * 2 - 1).requires_grad_()
     value = _scalar(checker, loss(fake, real), "loss(fake, real)")
@@ -310,8 +344,89 @@ def _check_pixel_loss(checker: _Checker, loss: nn.Module) -> None:
     checker.check(value.item() > same, f"loss(fake, real) {value.item():.4g} is not above loss(real, real)")
 
 
+class _CountingD(nn.Module):
+    """The probe discriminator, counting the calls a loss makes itself (penalties)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.net(x)
+
+
+def _v2_context(role: str, d_logits: tuple[float, float] | None = None, outputs: dict[str, int] | None = None):
+    """A probe StepContext (zoo.registry.probe_context) whose discriminator counts its calls; ``d_logits``
+    (real, fake): constant logit maps instead of the probe net's, for the objective's direction checks."""
+    ctx, net = probe_context(role, BATCH, 8, grad=True, outputs=outputs)
+    ctx.discriminator = counting = _CountingD(net)
+    if d_logits is not None:
+        real, fake = d_logits
+        shape = ctx.d_fake.logits[0].shape
+        ctx.d_real = DiscriminatorOutput([torch.full(shape, real)], [f.detach() for f in ctx.d_real.features])
+        ctx.d_fake = DiscriminatorOutput([torch.full(shape, fake, requires_grad=True)],
+                                         [f.detach() for f in ctx.d_fake.features])
+    return ctx, counting
+
+
+def _check_v2_loss(checker: _Checker, loss: nn.Module) -> None:
+    """A contract 2 loss (GAN loss, pixel loss or term), in each role it trains (see zoo.hookspecs)."""
+    component = checker.component
+    needs = component.output_channels(checker.options)
+    for role in component.trains:
+        ctx, counting = _v2_context(role, outputs=needs)
+        value = _scalar(checker, loss(ctx), f"loss(ctx) in the {role} role")
+        if role == "discriminator":
+            checker.check(value.requires_grad, "in the discriminator role it carries no gradient: it must depend on "
+                                               "ctx.d_real / ctx.d_fake or call ctx.discriminator")
+            value.backward()
+            grads = [p.grad for p in counting.parameters()]
+            checker.check(any(g is not None and g.abs().sum() > 0 for g in grads),
+                          "in the discriminator role no gradient reaches the discriminator's parameters")
+            # a penalty: with D's outputs as constants, what it computes by calling D must still train D
+            ctx, counting = _v2_context(role, (0.5, -0.5))
+            calls_before = counting.calls
+            value = loss(ctx)
+            if counting.calls > calls_before:
+                ok = value.requires_grad
+                if ok:
+                    value.backward()
+                    ok = any(p.grad is not None and p.grad.abs().sum() > 0 for p in counting.parameters())
+                checker.check(ok, "its penalty (it calls ctx.discriminator) carries no gradient to the "
+                                  "discriminator's parameters: keep the graph (torch.autograd.grad(..., "
+                                  "create_graph=True)) and do not .detach() it")
+        else:
+            checker.check(value.requires_grad, "in the generator role it carries no gradient to the generator's "
+                                               "output: it must depend on ctx.fake_ab, ctx.outputs or ctx.d_fake")
+            inputs = [ctx.fake_ab, *ctx.outputs.values()]
+            grads = torch.autograd.grad(value, inputs, allow_unused=True)
+            checker.check(any(g is not None and bool(torch.isfinite(g).all()) and g.abs().sum() > 0 for g in grads),
+                          "in the generator role no finite, nonzero gradient reaches the generated ab"
+                          + (f" or the outputs {sorted(needs)} it declares" if needs else ""))
+    if component.kind == "gan_loss":  # the objectives point the right way in each role (grad on: penalties)
+        good_d = loss(_v2_context("discriminator", (1.0, -1.0))[0]).item()
+        bad_d = loss(_v2_context("discriminator", (-1.0, 1.0))[0]).item()
+        fooled = loss(_v2_context("generator", (0.0, 1.0))[0]).item()
+        caught = loss(_v2_context("generator", (0.0, -1.0))[0]).item()
+        checker.check(good_d < bad_d, f"discriminator role: D(real)=1, D(fake)=-1 must cost less ({good_d:.4g}) than "
+                                      f"D(real)=-1, D(fake)=1 ({bad_d:.4g})")
+        checker.check(fooled < caught, f"generator role: D(fake)=1 must cost less ({fooled:.4g}) than D(fake)=-1 "
+                                       f"({caught:.4g}): does it read ctx.role?")
+    if component.kind == "pixel_loss" and not needs:  # a loss on ab alone: zero when fake == real
+        ctx, _ = _v2_context("generator")
+        ctx.fake_ab = ctx.real_ab.clone()
+        with torch.no_grad():
+            same = _scalar(checker, loss(ctx), "loss(ctx) with fake_ab == real_ab").item()
+        checker.check(abs(same) < 1e-5, f"with fake_ab == real_ab it is {same:.4g}, expected 0")
+
+
+def _check_term(checker: _Checker, loss: nn.Module) -> None:
+    _check_v2_loss(checker, loss)
+
+
 _KIND_CHECKS = {"generator": _check_generator, "discriminator": _check_discriminator,
-                "gan_loss": _check_gan_loss, "pixel_loss": _check_pixel_loss}
+                "gan_loss": _check_gan_loss, "pixel_loss": _check_pixel_loss, "loss": _check_term}
 
 
 # ---- a few steps of the real engine ----------------------------------------------------------------------
@@ -322,7 +437,7 @@ def partners(registry: Registry, image_size: int, but: str | None = None) -> dic
     from zoo.spec import default_component
 
     out = {}
-    for slot in KINDS:
+    for slot in SLOT_KINDS:
         if slot == but:
             continue
         component = registry.get(slot, default_component(slot, registry))
@@ -360,11 +475,18 @@ def _train(checker: _Checker, registry: Registry, options: dict[str, Any], steps
 
     kind, size = checker.component.kind, checker.image_size
     raw: dict[str, Any] = {
-        **partners(registry, size, but=kind), kind: {"name": checker.component.name, "options": options},
+        **partners(registry, size, but=kind),
         "data": {"source": "embedded", "image_size": size, "batch_size": BATCH, "val_images": BATCH},
         "steps": steps, "log_every": 1, "sample_every": 10_000, "checkpoint_every": 10_000, "num_samples": 1,
         "device": device, "seed": 0,
     }
+    for slot, partner in checker.component.declared.test_partners.items():  # what the component says it needs
+        raw[slot] = {"name": partner["name"], "options": registry.get(slot, partner["name"]).fit_options(
+            partner.get("options", {}), size)}
+    if kind == "loss":
+        raw["losses"] = [{"name": checker.component.name, "options": options}]
+    else:
+        raw[kind] = {"name": checker.component.name, "options": options}
     if kind == "pixel_loss":  # the pretraining stage trains G with the pixel loss alone
         raw["pretrain"] = {"steps": steps}
         raw["steps"] = 1
@@ -402,7 +524,7 @@ def _train(checker: _Checker, registry: Registry, options: dict[str, Any], steps
                           f"{steps} generator steps with this pixel loss alone left the generator unchanged")
         else:
             nets = {"generator": ["generator"], "discriminator": ["discriminator"],
-                    "gan_loss": ["generator", "discriminator"]}[kind]
+                    "gan_loss": ["generator", "discriminator"], "loss": list(checker.component.trains)}[kind]
             for net in nets:
                 after = _parameters(getattr(models, net))
                 checker.check(_changed(before[net], after),

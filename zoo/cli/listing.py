@@ -21,14 +21,16 @@ def catalogue(kind: str | None = None) -> dict[str, list[dict]]:
         if kind and k != kind:
             continue
         out[k] = [{
-            "name": c.name,
+            "name": c.qualified_name if c.name in registry.clashes[k] else c.name,
+            "qualified_name": c.qualified_name,
+            "contract": c.contract,
             "plugin": c.plugin.name,
             "module": c.plugin.module,
             "distribution": c.plugin.distribution,
             "version": c.plugin.version,
             "doc": (c.options_model.__doc__ or "").strip().splitlines()[0] if c.options_model.__doc__ else "",
             "options": describe_options(c.options_model),
-        } for c in (registry.components[k][n] for n in registry.names(k))]
+        } for c in registry.all(k)]
     return out
 
 
@@ -46,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{KIND_TITLES[kind]}:")
         for c in comps:
             provider = f"{c['distribution']} {c['version']}" if c["distribution"] else c["module"]
-            print(f"  {c['name']}  ({provider})")
+            clash = "  [name clash: use the package:name form]" if ":" in c["name"] else ""
+            print(f"  {c['name']}  ({provider}){clash}")
             for o in c["options"]:
                 bounds = _bounds(o["bounds"])
                 print(f"      {o['name']}: {o['type']} = {json.dumps(o['default'])}"

@@ -17,10 +17,14 @@ def run(args: argparse.Namespace) -> int:
     registry = get_registry()
     rows = []
     for info in registry.plugins:
-        provides = [f"{kind}:{c.name}" for kind in KINDS for c in registry.components[kind].values()
+        provides = [f"{kind}:{c.name}" for kind in KINDS for c in registry.all(kind)
                     if c.plugin.name == info.name and c.plugin.module == info.module]
+        clashing = [f"{kind}:{c.qualified_name}" for kind in KINDS for c in registry.all(kind)
+                    if c.name in registry.clashes[kind] and c.plugin is info]
         rows.append({"name": info.name, "module": info.module, "distribution": info.distribution,
-                     "version": info.version, "status": info.error or "loaded", "provides": provides})
+                     "version": info.version, "status": info.error or "loaded", "provides": provides,
+                     "clashes": clashing})
+    clashes = [(kind, name) for kind in KINDS for name in sorted(registry.clashes[kind])]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -29,4 +33,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r['name']}: {r['module']} from {dist} [{r['status']}]")
         if r["provides"]:
             print(f"    provides {', '.join(r['provides'])}")
+    for kind, name in clashes:
+        print(f"clash: {registry.clash_message(kind, name)}")
     return 0

@@ -7,7 +7,6 @@ COMPONENTS = [
     ("generator", "resnet9", [{"ngf": 8, "n_blocks": 2}, {"ngf": 8, "n_blocks": 1, "norm": "instance", "dropout": 0}]),
     ("discriminator", "pixel", [{"ndf": 8}, {"ndf": 8, "norm": "none"}]),
     ("discriminator", "sn_patch", [{"ndf": 8, "n_layers": 2}]),
-    ("gan_loss", "hinge", [{"margin": 0.5}]),
 ]
 
 

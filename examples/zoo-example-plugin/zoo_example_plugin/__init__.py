@@ -3,6 +3,7 @@
 - :mod:`zoo_example_plugin.resnet9`: generator ``resnet9``, pix2pix's ResNet-9-blocks generator;
 - :mod:`zoo_example_plugin.pixel`: discriminator ``pixel``, pix2pix's 1x1 PixelGAN;
 - :mod:`zoo_example_plugin.sn_patch`: discriminator ``sn_patch``, a PatchGAN with spectral normalization;
-- :mod:`zoo_example_plugin.hinge`: GAN loss ``hinge``.
+
+(Its former ``hinge`` loss is now zoo's built-in ``hinge``, in the asymmetric form contract 2 makes possible.)
 """
 __version__ = "0.1.0"

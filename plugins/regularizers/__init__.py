@@ -1,0 +1,1 @@
+"""Built-in loss terms (kind ``loss``): regularisers and auxiliary objectives listed in a spec's ``losses``."""
