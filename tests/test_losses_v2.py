@@ -13,7 +13,7 @@ from torch import nn
 import zoo.testing
 from conftest import make_plugin_dist, run_zoo, tiny_args, tiny_spec, train
 from zoo.hookspecs import DiscriminatorOutput, StepContext
-from zoo.registry import get_registry, load_registry
+from zoo.registry import get_registry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

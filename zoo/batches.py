@@ -1,60 +1,24 @@
-"""A step's batch: the global batch's rows fetched on the compute device, augmented (seeded), this rank's share
-in Lab, in the runtime's memory layout.
+"""A step's batch: this rank's rows of the global batch, read by :mod:`zoo.loader` (in memory, from the decoded
+cache or decoded from the files, in worker processes), moved to the compute device, augmented there (seeded by
+the step: crop offsets and flips drawn for the whole global batch, this rank's share used) and converted to Lab,
+in the runtime's memory layout.
 
-No DataLoader, no workers: the images are already decoded and resized in memory (one uint8 tensor, see
-:func:`zoo.data.load_train_data`), and a step's data work (index a uint8 batch, crop/flip, sRGB -> Lab in torch)
-costs milliseconds next to the networks, so worker processes would only add copies and compete with the math for
-the same cores.
+The rows of step ``s`` depend only on (spec, number of training images, s) (:class:`zoo.schedule.Schedule`), the
+pixels only on the files, so a resumed run, any number of workers and any store give the same batches.
 """
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Callable
 
 import torch
 
-from zoo import distributed
 from zoo.distributed import SINGLE, World
+from zoo.errors import DataError
 from zoo.runtime import Runtime
 from zoo.schedule import Schedule
 from zoo.spec import TrainSpec
-
-
-class BatchFeeder:
-    """Global batches of the decoded uint8 training images, on the compute device, with no needless copies.
-
-    CPU: rows are gathered into one reused buffer. CUDA: the whole uint8 set moves to the GPU once when it
-    takes under a quarter of the free memory (then a batch is an index_select there, no copy per step);
-    otherwise rows are gathered into one pinned buffer and copied without blocking (the previous copy is
-    waited for before the buffer is written again).
-    """
-
-    def __init__(self, images: torch.Tensor, device: torch.device, log: Callable[[str], None]):
-        self.device, self.images, self.staging, self.copied = device, images, None, None
-        self.resident = False  # the whole set lives on the device
-        self.pin = device.type == "cuda"
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            if images.numel() * images.element_size() < free // 4:
-                self.images, self.resident, self.pin = images.to(device), True, False
-                log(f"zoo: {images.shape[0]} training images ({images.numel() / 2**20:.0f} MiB uint8) kept on "
-                    f"{device}")
-
-    def __call__(self, rows: list[int]) -> torch.Tensor:
-        if self.resident:
-            return self.images.index_select(0, torch.as_tensor(rows, device=self.images.device))
-        if self.copied is not None:
-            self.copied.synchronize()  # the last non-blocking copy has left the pinned buffer
-        shape = (len(rows), *self.images.shape[1:])
-        if self.staging is None or self.staging.shape != shape:
-            self.staging = torch.empty(shape, dtype=self.images.dtype, pin_memory=self.pin)
-        batch = torch.index_select(self.images, 0, torch.as_tensor(rows), out=self.staging)
-        if self.device.type == "cpu":
-            return batch
-        batch = batch.to(self.device, non_blocking=self.pin)
-        if self.pin:
-            self.copied = torch.cuda.Event()
-            self.copied.record()
-        return batch
 
 
 def augment_seed(spec: TrainSpec, step: int) -> int:
@@ -63,26 +27,88 @@ def augment_seed(spec: TrainSpec, step: int) -> int:
 
 
 class Batches:
-    """``Batches(spec, images, schedule, runtime)(step)`` -> (L, ab) of this rank for a global step."""
+    """``Batches(spec, train, schedule, runtime, world, log)(step)`` -> (L, ab) of this rank for a global step.
 
-    def __init__(self, spec: TrainSpec, images: torch.Tensor, schedule: Schedule, runtime: Runtime,
+    ``train``: a :class:`zoo.loader.TrainImages` (or a uint8 (N, 3, S, S) tensor, held in memory). The loader
+    starts at the first step asked for and reads ahead; asking for another step than the next restarts it there.
+    """
+
+    def __init__(self, spec: TrainSpec, train, schedule: Schedule, runtime: Runtime,
                  world: World = SINGLE, log: Callable[[str], None] = lambda msg: None):
+        from zoo.loader import TrainImages
+
+        if isinstance(train, torch.Tensor):
+            train = TrainImages.in_memory(train)
         self.spec, self.schedule, self.runtime, self.world = spec, schedule, runtime, world
-        self._images, self._log, self._feeder = images, log, None
+        self.train, self._log = train, log
+        self._loader = self._iter = self._sampler = None
+        self._next = -1
+        self.replaced: dict[str, str] = {}  # unreadable training file -> reason, found while training
+
+    def _start(self, step: int) -> None:
+        from zoo.loader import StepRows, make_loader, resolve_workers
+
+        if self._loader is None:
+            workers = resolve_workers(getattr(self.spec.data, "workers", "auto"), self.train)
+            self._sampler = StepRows(self.schedule.rows, self.spec.data.batch_size, self.world.rank, self.world.size)
+            self._loader = make_loader(self.train, self._sampler, workers, pin=self.runtime.device.type == "cuda")
+            if workers:
+                self._log(f"zoo: {len(self.train):,} training images {self.train.how}, decoded by {workers} worker "
+                          f"process{'es' * (workers > 1)}")
+        self._sampler.start = step
+        self._iter = iter(self._loader)
+        self._next = step
+        if self._loader.num_workers and threading.current_thread() is threading.main_thread():
+            # torch's SIGCHLD handler raises wherever the main thread is (mid-optimizer step); without it a dead
+            # worker is found at the next batch fetch, between steps, where the run can stop cleanly.
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def rows(self, step: int) -> torch.Tensor:
+        """This rank's uint8 rows of a step's global batch, on the CPU (pinned on CUDA)."""
+        from zoo.loader import DataWorkerDied, is_worker_death
+
+        try:
+            if self._iter is None or step != self._next:
+                self._start(step)
+            images, notes = next(self._iter)
+        except RuntimeError as exc:
+            self._iter = self._loader = None  # a later call starts new workers
+            if is_worker_death(exc):
+                raise DataWorkerDied(f"a data loader worker process died at step {step + 1} "
+                                     f"({str(exc).splitlines()[0]})") from None
+            raise
+        self._next = step + 1
+        for name, reason, replacement in notes:
+            if replacement is None:
+                raise DataError(f"none of the {len(self.train):,} training images can be read (the first tried: "
+                                f"{name}: {reason}); fix or replace them")
+            if name not in self.replaced:
+                self.replaced[name] = reason
+                self._log(f"zoo: warning: skipped unreadable image {name} ({reason}) at step {step + 1}, replaced "
+                          f"by {replacement}; {len(self.replaced)} unreadable so far")
+        return images
 
     def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         from zoo.data import augment_batch
         from zoo.lab import uint8_to_model_input
 
-        if self._feeder is None:  # made at the first step: a CUDA run moves its images to the GPU here
-            self._feeder = BatchFeeder(self._images, self.runtime.device, self._log)
-        images = self._feeder(self.schedule.rows(step))  # the global batch, on the device
+        images = self.rows(step)
+        device = self.runtime.device
+        if images.device != device:
+            images = images.to(device, non_blocking=images.is_pinned())
         gen = torch.Generator().manual_seed(augment_seed(self.spec, step))
         data = self.spec.data
-        images = augment_batch(images, data.image_size, gen, flip=data.flip, crop=data.random_crop)
-        L, ab = uint8_to_model_input(distributed.shard(images, self.world))  # this rank's share
+        part = (self.world.rank * images.shape[0], data.batch_size)
+        images = augment_batch(images, data.image_size, gen, flip=data.flip, crop=data.random_crop, part=part)
+        L, ab = uint8_to_model_input(images)
         fmt = self.runtime.memory_format
         return L.contiguous(memory_format=fmt), ab.contiguous(memory_format=fmt)
 
+    def close(self) -> None:
+        """End the worker processes now (they hold copies of the parent's open files, such as the run's lock)."""
+        if self._iter is not None and hasattr(self._iter, "_shutdown_workers"):
+            self._iter._shutdown_workers()
+        self._iter = self._loader = None
 
-__all__ = ["BatchFeeder", "Batches", "augment_seed"]
+
+__all__ = ["Batches", "augment_seed"]

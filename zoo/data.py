@@ -15,15 +15,18 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import glob
+import io
 import os
 import re
 import socket
 import stat
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +41,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 # can claim a huge size and decoding it would exhaust memory.
 MAX_PIXELS = 100_000_000
 
-SOURCES = ("embedded", "coco-sample")
+SOURCES = ("embedded", "coco-sample", "coco:PATH", "hf:NAME_OR_PATH[:split]")
 
 
 class UnreadableImage(DataError):
@@ -90,22 +93,26 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
+def load_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
     """Read an image file as an 8-bit RGB PIL image, upright according to its EXIF orientation.
 
     Any mode is converted: grayscale and bilevel are replicated, palettes expanded, alpha (and palette
     transparency) composited over white, 16-bit scaled by 255/65535, float in [0, 1] scaled by 255
     (other ranges are stretched), CMYK converted. Multi-frame files give their first frame.
     Raises :class:`UnreadableImage` with a short reason when the file cannot be used.
+    ``data``: the file's bytes (an image stored in a dataset), ``path`` then only names it.
     """
     path = Path(path)
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device named *.png would block or never end
-            raise UnreadableImage(path, "not a regular file")
-        if info.st_size == 0:
-            raise UnreadableImage(path, "empty file (0 bytes)")
-        with Image.open(path) as img:
+        if data is None:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):  # a FIFO or a device named *.png would block or never end
+                raise UnreadableImage(path, "not a regular file")
+            if info.st_size == 0:
+                raise UnreadableImage(path, "empty file (0 bytes)")
+        elif not data:
+            raise UnreadableImage(path, "empty image (0 bytes)")
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             pixels = img.size[0] * img.size[1]
             if pixels > pixel_limit():
                 raise UnreadableImage(
@@ -173,6 +180,7 @@ class ImageSource:
     val: list[ImageItem]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     val_is_train: bool = False  # a one-image folder validates on its training image
+    fingerprint: str | None = None  # what identifies the images when they are not files (hf: sources)
 
 
 def _from_array(array: np.ndarray) -> Image.Image:
@@ -244,26 +252,33 @@ def scan_folder(root: Path, skipped: list[tuple[str, str]], exclude: Sequence[st
     (their sample grids are not data) and the folders in ``exclude`` (the output of the run being made) are left
     out. Shared by ``--data DIR`` and ``zoo colorize DIR``.
     """
-    found: list[Path] = []
+    found: list[str] = []
     visited: set[str] = set()
     left_out = {os.path.realpath(p) for p in exclude}
-
-    def on_error(exc: OSError) -> None:
-        skipped.append((str(exc.filename), exc.strerror or str(exc)))
-
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
+    pending = [str(root)]
+    while pending:  # one os.scandir per folder: names and types come from the listing, no stat per file
+        dirpath = pending.pop()
         real = os.path.realpath(dirpath)
         if real in visited:  # a symlink loop or a second link to a folder already listed
             skipped.append((dirpath, "folder already listed (symlink loop or duplicate link)"))
-            dirnames[:] = []
             continue
         visited.add(real)
         if real in left_out or (dirpath != str(root) and is_run_folder(dirpath)):
-            dirnames[:] = []
             continue
-        dirnames.sort()
-        found.extend(Path(dirpath, f) for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS))
-    return sorted(found)
+        try:
+            with os.scandir(dirpath) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=True):
+                            pending.append(entry.path)
+                        elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                            found.append(entry.path)
+                    except OSError:  # a dangling link named like an image: load_rgb says "file not found"
+                        if entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                            found.append(entry.path)
+        except OSError as exc:
+            skipped.append((str(exc.filename or dirpath), exc.strerror or str(exc)))
+    return sorted(Path(p) for p in found)  # by path parts, as before (the split depends on this order)
 
 
 def _items(paths: Sequence[Path]) -> list[ImageItem]:
@@ -370,17 +385,47 @@ def coco_sample_source() -> ImageSource:
             f"{path / 'train_sample'} holds {len(paths)} .jpg files, expected at least {COCO_SAMPLE_SIZE}: "
             f"delete {path} so fastai downloads it again, or use --data PATH"
         )
-    rng = np.random.RandomState(123)
-    chosen = rng.choice(paths, COCO_SAMPLE_SIZE, replace=False)
-    rand_idxs = rng.permutation(COCO_SAMPLE_SIZE)
-    train = [Path(p) for p in chosen[rand_idxs[:COCO_TRAIN_SIZE]]]
-    val = [Path(p) for p in chosen[rand_idxs[COCO_TRAIN_SIZE:]]]
+    train, val = coco_split(paths, COCO_SAMPLE_SIZE, COCO_TRAIN_SIZE)
     return ImageSource(name="coco-sample", train=_items(train), val=_items(val))
 
 
+def coco_split(paths: Sequence[str], n: int, n_train: int) -> tuple[list[Path], list[Path]]:
+    """The seed's COCO rule: a RandomState seeded with 123 draws ``choice(paths, n, replace=False)`` then
+    ``permutation(n)``; the first ``n_train`` are train, the rest val (``paths`` sorted)."""
+    rng = np.random.RandomState(123)
+    chosen = rng.choice(list(paths), n, replace=False)
+    rand_idxs = rng.permutation(n)
+    return [Path(p) for p in chosen[rand_idxs[:n_train]]], [Path(p) for p in chosen[rand_idxs[n_train:]]]
+
+
+def coco_folder_source(folder: str | os.PathLike) -> ImageSource:
+    """``coco:PATH``: a local COCO image folder (train2017, or fastai's train_sample) with the seed's rules.
+
+    ``paths`` = PATH/*.jpg sorted (PATH/train2017 or PATH/train_sample when PATH holds one of those); all of them
+    are drawn with :func:`coco_split` and 80 % are train. A folder of exactly 10,000 images (fastai's
+    train_sample) splits exactly as ``coco-sample``.
+    """
+    root = Path(os.path.expanduser(str(folder)))
+    for sub in ("train2017", "train_sample"):
+        if (root / sub).is_dir():
+            root = root / sub
+            break
+    if not root.is_dir():
+        raise DataError(f"coco:{folder} is not a folder: give the folder of COCO's .jpg files, e.g. "
+                        f"coco:/data/coco/train2017")
+    with os.scandir(root) as entries:
+        paths = sorted(e.path for e in entries if e.name.lower().endswith(".jpg"))
+    if len(paths) < 2:
+        raise DataError(f"{root} holds {len(paths)} .jpg files: coco:PATH needs a folder of COCO images")
+    n_train = min(len(paths) - 1, round(len(paths) * COCO_TRAIN_SIZE / COCO_SAMPLE_SIZE))
+    train, val = coco_split(paths, len(paths), n_train)
+    return ImageSource(name=f"coco:{root}", train=_items(train), val=_items(val))
+
+
 def resolve_source(source: str = "embedded", seed: int = 123, val_fraction: float = 0.2,
-                   exclude: Sequence[str | os.PathLike] = ()) -> ImageSource:
-    """``--data`` -> :class:`ImageSource`: ``"embedded"`` (default), ``"coco-sample"`` or a folder path.
+                   exclude: Sequence[str | os.PathLike] = (), image_column: str | None = None) -> ImageSource:
+    """``--data`` -> :class:`ImageSource`: ``"embedded"`` (default), ``"coco-sample"``, ``coco:PATH``,
+    ``hf:NAME_OR_PATH[:split]`` (a Hugging Face ``datasets`` dataset, see :mod:`zoo.hf_source`) or a folder path.
 
     ``seed`` and ``val_fraction`` only apply to folders without train/ and val/ subfolders; ``exclude``: folders
     left out of a folder's scan (see :func:`scan_folder`).
@@ -389,6 +434,12 @@ def resolve_source(source: str = "embedded", seed: int = 123, val_fraction: floa
         return embedded_source()
     if source == "coco-sample":
         return coco_sample_source()
+    if source.startswith("coco:"):
+        return coco_folder_source(source[len("coco:"):])
+    if source.startswith("hf:"):
+        from zoo.hf_source import hf_source
+
+        return hf_source(source[len("hf:"):], seed=seed, val_fraction=val_fraction, image_column=image_column)
     if os.path.isdir(source):
         return folder_source(source, seed=seed, val_fraction=val_fraction, exclude=exclude)
     raise DataError(f"data source {source!r} is not a folder and not one of: {', '.join(SOURCES)}")
@@ -411,6 +462,17 @@ class DecodedImages:
         return len(self.names)
 
 
+def decode_one(item: ImageItem, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """One item decoded and resized to size x size (PIL bicubic): (uint8 (3, size, size) array, original (w, h)).
+
+    The one decode of every path (in memory, streamed, cached), so all give the same pixels. Raises
+    :class:`UnreadableImage`."""
+    img = item.load()
+    original = img.size
+    img = img.resize((size, size), Image.BICUBIC)
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)), original
+
+
 def decode_items(items: Sequence[ImageItem], load_size: int, allow_none: bool = False) -> DecodedImages:
     """Decode every item once and resize it to load_size x load_size (PIL bicubic).
 
@@ -428,13 +490,11 @@ def decode_items(items: Sequence[ImageItem], load_size: int, allow_none: bool = 
 
     def decode(i: int) -> None:
         try:
-            img = items[i].load()
+            array, sizes[i] = decode_one(items[i], load_size)
         except UnreadableImage as exc:
             reasons[i] = exc.reason
             return
-        sizes[i] = img.size
-        img = img.resize((load_size, load_size), Image.BICUBIC)
-        out[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+        out[i] = torch.from_numpy(array)
         ok[i] = True
 
     workers = max(1, min(4, os.cpu_count() or 1))
@@ -496,6 +556,7 @@ def augment_batch(
     generator: torch.Generator,
     flip: bool = True,
     crop: bool = False,
+    part: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> uint8 (B, 3, image_size, image_size), on the images' device.
 
@@ -503,17 +564,25 @@ def augment_batch(
     resize (antialiased bicubic) when the size differs. flip: each sample mirrored left-right with
     probability 0.5. All randomness comes from ``generator``, which may live on another device than
     the images (numbers are drawn on the generator's device, then moved).
+
+    part = (offset, total): the images are rows offset .. offset + B of a batch of ``total`` (one rank's share
+    of the global batch): the numbers are drawn for the whole batch and this share's are used, so every rank
+    augments its rows exactly as a single process augments the global batch.
     """
     if images_uint8.dtype != torch.uint8 or images_uint8.dim() != 4 or images_uint8.shape[1] != 3:
         raise ValueError(f"expected uint8 images (B, 3, H, W), got {images_uint8.dtype} {tuple(images_uint8.shape)}")
     x = images_uint8
     b, _, h, w = x.shape
     device, gen_device = x.device, generator.device
+    offset, total = part if part is not None else (0, b)
+    if offset < 0 or offset + b > total:
+        raise ValueError(f"part {part} does not hold {b} images")
+    mine = slice(offset, offset + b)
     if crop:
         if h < image_size or w < image_size:
             raise ValueError(f"cannot crop {image_size}x{image_size} from {h}x{w} images: use load_size >= image_size")
-        top = torch.randint(0, h - image_size + 1, (b,), generator=generator, device=gen_device).to(device)
-        left = torch.randint(0, w - image_size + 1, (b,), generator=generator, device=gen_device).to(device)
+        top = torch.randint(0, h - image_size + 1, (total,), generator=generator, device=gen_device)[mine].to(device)
+        left = torch.randint(0, w - image_size + 1, (total,), generator=generator, device=gen_device)[mine].to(device)
         offsets = torch.arange(image_size, device=device)
         rows = (top[:, None] + offsets)[:, :, None]  # (B, S, 1)
         cols = (left[:, None] + offsets)[:, None, :]  # (B, 1, S)
@@ -525,7 +594,7 @@ def augment_batch(
         x = F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
         x = x.round_().clamp_(0, 255).to(torch.uint8)
     if flip:
-        mirror = (torch.rand(b, generator=generator, device=gen_device) < 0.5).to(device)
+        mirror = (torch.rand(total, generator=generator, device=gen_device)[mine] < 0.5).to(device)
         x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
     return x
 
@@ -574,26 +643,85 @@ class EpochBatches:
 
 @dataclass
 class TrainData:
-    """Decoded train images (at ``load_size``) and validation images (at ``image_size``, resize only)."""
+    """The training set (:class:`zoo.loader.TrainImages` at ``load_size``: in memory, cached or streamed) and the
+    validation images (at ``image_size``, resize only, in memory: at most ``data.val_images`` of a streamed set)."""
 
     source: ImageSource
-    train: DecodedImages
+    train: Any  # zoo.loader.TrainImages
     val: DecodedImages
 
 
-def load_train_data(spec, log: Callable[[str], None] = print, exclude: Sequence[str | os.PathLike] = ()) -> TrainData:
-    """Resolve ``spec.data.source``, decode its train and val images once, and report what was skipped.
+def decode_first(items: Sequence[ImageItem], size: int, limit: int) -> DecodedImages:
+    """The first ``limit`` readable items decoded (in order), reading only as many as needed."""
+    parts: list[DecodedImages] = []
+    got, start, chunk = 0, 0, max(8, limit)
+    while got < limit and start < len(items):
+        part = decode_items(items[start:start + chunk], size, allow_none=True)
+        parts.append(part)
+        got, start = got + len(part), start + chunk
+    images = torch.cat([p.images for p in parts])[:limit] if parts else torch.empty((0, 3, size, size), dtype=torch.uint8)
+    names = [n for p in parts for n in p.names][:limit]
+    return DecodedImages(images, names, [x for p in parts for x in p.skipped],
+                         [u for p in parts for u in p.upscaled if u[0] in set(names)])
 
+
+def in_memory_fits(n_images: int, size: int, budget_mb: int) -> bool:
+    """Whether a training set is decoded once into memory: its uint8 images take at most ``budget_mb`` MiB."""
+    return n_images * 3 * size * size <= budget_mb * 2**20
+
+
+def load_train_data(spec, log: Callable[[str], None] = print, exclude: Sequence[str | os.PathLike] = ()) -> TrainData:
+    """Resolve ``spec.data.source`` and make its training set and validation images; report what was skipped.
+
+    A training set whose decoded images fit ``data.in_memory_mb`` is decoded once, here, into memory (from the
+    decoded cache when one is complete and current): unreadable files are left out and named. A larger one is
+    streamed (:mod:`zoo.loader`): rows are read from the cache, or decoded from the files, while training; an
+    unreadable file found then is replaced by the next readable row and named in the log.
     ``exclude``: folders left out of a folder source (the run folder being trained into)."""
+    from zoo import datacache
+    from zoo.loader import CacheStore, DecodeStore, MemoryStore, TrainImages
+
     data = spec.data
-    source = resolve_source(data.source, seed=data.split_seed, val_fraction=data.val_fraction, exclude=exclude)
+    began = time.perf_counter()
+    source = resolve_source(data.source, seed=data.split_seed, val_fraction=data.val_fraction, exclude=exclude,
+                            image_column=getattr(data, "hf_image_column", None))
     if not source.train:
         raise DataError(f"data source {data.source!r} has no training images")
     if source.skipped:
         log(f"zoo: warning: {describe_skipped_folders(source.skipped)}")
+    n_listed = len({item.name for item in source.train + source.val})
+    if data.source != "embedded":
+        log(f"zoo: listed {n_listed:,} images of {source.name} in {time.perf_counter() - began:.1f} s")
+    size = data.decode_size
+    cache = datacache.find(source, size, log) if getattr(data, "cache", "auto") == "auto" else None
+    budget = getattr(data, "in_memory_mb", 256)
+    if not in_memory_fits(len(source.train), size, budget):
+        if cache is not None:
+            train = TrainImages([i.name for i in source.train], CacheStore(cache, cache.rows_of(source.train)), size,
+                                f"read from the decoded cache {cache.folder}")
+        else:
+            train = TrainImages([i.name for i in source.train], DecodeStore(source.train, size), size,
+                                "streamed from the files")
+        val = decode_first(source.val, data.image_size, data.val_images)
+        note = ""
+        if val.skipped:
+            log(f"zoo: warning: {describe_skipped(val.skipped)}")
+        if not len(val):
+            val = decode_first(source.train, data.image_size, data.val_images)
+            note = " (no usable validation image: validating on training images)"
+        if not len(val):
+            raise DataError(f"none of the images of {source.name} checked so far can be used: "
+                            f"{_name_reasons(val.skipped)}; fix or replace them, or point --data at another folder")
+        log(f"zoo: data {source.name}: {len(train):,} train / {len(source.val):,} validation images ({train.how}; "
+            f"{len(val)} validation images decoded for the val L1){note}")
+        return TrainData(source, train, val)
+
     # Training goes on as long as one image is usable: a split that left only broken files on one side
     # borrows the other side's usable images (and says so) rather than failing.
-    train = decode_items(source.train, data.decode_size, allow_none=True)
+    def decode_train(items):
+        return cache.decoded(items) if cache is not None else decode_items(items, size, allow_none=True)
+
+    train = decode_train(source.train)
     val = decode_items(source.val, data.image_size, allow_none=True)
     skipped = list(dict.fromkeys(train.skipped + val.skipped))  # a one-image folder lists its file twice
     if not len(train) and not len(val):
@@ -605,16 +733,17 @@ def load_train_data(spec, log: Callable[[str], None] = print, exclude: Sequence[
     note = " (too few images to hold any out: validation = train)" if source.val_is_train else ""
     if not len(train):
         usable = set(val.names)
-        train = decode_items([item for item in source.val if item.name in usable], data.decode_size)
+        train = decode_items([item for item in source.val if item.name in usable], size)
         note = " (no usable training image: training and validating on the validation images)"
     elif not len(val):
         usable = set(train.names)
         val = decode_items([item for item in source.train if item.name in usable], data.image_size)
         note = " (no usable validation image: validating on the training images)"
     if train.upscaled:
-        log(f"zoo: {describe_upscaled(train.upscaled, data.decode_size)}")
+        log(f"zoo: {describe_upscaled(train.upscaled, size)}")
     val_only = [u for u in val.upscaled if u[0] not in {name for name, _ in train.upscaled}]
     if val_only:
         log(f"zoo: {describe_upscaled(val_only, data.image_size, what='validation image')}")
     log(f"zoo: data {source.name}: {len(train)} train / {len(val)} validation images{note}")
-    return TrainData(source, train, val)
+    images = TrainImages(train.names, MemoryStore(train.images), size, "in memory", train.skipped, train.upscaled)
+    return TrainData(source, images, val)

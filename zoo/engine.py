@@ -100,8 +100,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._gen_run = DistributedDataParallel(m.generator, device_ids=ids)
             self._disc_run = DistributedDataParallel(m.discriminator, device_ids=ids)
-        images = self.data.train.images if self.data is not None else None
-        self.batches = Batches(self.spec, images, self.schedule, self.runtime, self.world, self.log)
+        train = self.data.train if self.data is not None else None
+        self.batches = Batches(self.spec, train, self.schedule, self.runtime, self.world, self.log)
         self._stop = StopSignals(self.log, lambda: f"finishing step {self.step + 1}, saving a checkpoint, then "
                                                    f"stopping")
         self._saved_step, self._log_failed = -1, False
@@ -228,6 +228,7 @@ class Trainer:
             if self._tb is not None:
                 self._tb.close()
                 self._tb = None
+            self.batches.close()  # data workers end before the lock is released: they share its file
             if self.lock is not None:
                 self.lock.release()
                 self.lock = None
@@ -297,9 +298,15 @@ class Trainer:
 
     def _guarded_step(self, stage: str) -> dict[str, float]:
         """This step's batch and optimisation; out of memory becomes a one-line stop (exit 3)."""
+        from zoo.loader import DataWorkerDied
+
         try:
             L, ab = self.batches(self.step)
             return self.train_step(L, ab, stage)
+        except DataWorkerDied as exc:  # nothing of this step was applied: its checkpoint resumes it exactly
+            path = self.save()
+            raise TrainingStopped(f"{exc}; stopped at step {self.step} with a checkpoint, {shown(path)}; continue "
+                                  f"with: zoo train --resume {shown(self.paths.root)}", exit_code=3) from None
         except (RuntimeError, MemoryError) as exc:
             if not is_out_of_memory(exc):
                 raise

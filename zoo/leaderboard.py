@@ -39,7 +39,7 @@ from typing import Any
 from zoo.errors import SpecError, ZooError
 from zoo.fileio import check_output_file, write_text
 from zoo.leaderboard_render import EXTRA_COLUMNS, png_data_uri, render_html, render_markdown
-from zoo.metrics import ALL_METRICS, DATASET_METRICS, METRICS
+from zoo.metrics import ALL_METRICS, METRICS
 from zoo.registry import get_registry
 from zoo.spec import SLOTS, build_spec, read_config
 from zoo.text import shown
@@ -545,7 +545,7 @@ def _run(config: LeaderboardConfig, log: Callable[[str], None]) -> LeaderboardRe
     from zoo import bench
     from zoo.engine import Trainer, TrainingStopped
     from zoo.errors import CheckpointError
-    from zoo.evaluate import candidate_from_trained, evaluate, load_images
+    from zoo.evaluate import candidate_from_trained, evaluate
     from zoo.loading import load_trained
     from zoo.runtime import select_device
 

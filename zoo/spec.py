@@ -13,7 +13,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, model_validator
@@ -61,7 +61,9 @@ class OptimizerSpec(SpecOptions):
 
 class DataSpec(SpecOptions):
     source: str = Field("embedded", description="'embedded' (photos shipped in installed packages), a folder "
-                                                 "path, or 'coco-sample' (fastai COCO_SAMPLE, seed split)")
+                                                 "path, 'coco-sample' (fastai COCO_SAMPLE, seed split), "
+                                                 "'coco:PATH' (a local COCO folder, seed rules) or "
+                                                 "'hf:NAME_OR_PATH[:split]' (a Hugging Face datasets dataset)")
     image_size: int = Field(256, ge=16, le=4096, description="side of the square training image, pixels")
     load_size: int | None = Field(None, ge=16, le=8192, description="images are resized to this before a "
                                   "random crop of image_size (needs random_crop); default: image_size")
@@ -72,6 +74,16 @@ class DataSpec(SpecOptions):
                                 "(ignored when it has train/ and val/ subfolders)")
     split_seed: int = Field(123, ge=0, le=MAX_SEED, description="seed of the train/val split of a folder")
     val_images: int = Field(64, ge=1, description="validation images used for the val L1 logged at each sample")
+    workers: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = Field("auto", description="processes decoding training images in parallel "
+                                           "('auto': none for a set held in memory, else min(8, CPUs - 1)); never "
+                                           "changes the result")
+    in_memory_mb: int = Field(256, ge=0, le=1 << 20, description="a training set whose decoded uint8 images take at "
+                              "most this many MiB is decoded once at start and kept in memory; a larger one is "
+                              "streamed (from the decoded cache when there is one, else from the files)")
+    cache: Literal["auto", "off"] = Field("auto", description="'auto': read a complete, current decoded cache made "
+                                          "by `zoo data cache` when there is one; 'off': never")
+    hf_image_column: str | None = Field(None, description="the image column of an hf: source (default: the first "
+                                        "column of images)")
 
     @model_validator(mode="after")
     def _crop_fits(self):

@@ -25,6 +25,7 @@ COMMANDS = {
     "leaderboard": "zoo.cli.leaderboard",
     "plot": "zoo.cli.plot",
     "demo": "zoo.cli.demo",
+    "data": "zoo.cli.data",
 }
 
 
