@@ -242,7 +242,6 @@ def plugin_checkpoint(code, name, run_dir, folder):
     return save_checkpoint(folder, 1, json.dumps(spec), build(options(), None), None, None)
 
 
-@pytest.mark.xfail(reason="fails since the round-2 merges (contract v2, EMA, streamed data); open, see the session note", strict=False)
 def test_non_finite_outputs_are_not_written_and_the_batch_goes_on(run_dir, tmp_path, plugin_dist):
     env = plugin_dist("nanplug", {"nan_when_dark": NAN_WHEN_DARK}, {"nan_when_dark": "nan_when_dark"})
     ckpt = plugin_checkpoint(NAN_WHEN_DARK, "nan_when_dark", run_dir, tmp_path / "ckpt")
@@ -320,7 +319,6 @@ def test_a_component_of_a_disabled_plugin_says_so(run_dir, tmp_path, plugin_dist
 
 # ---- 8. weights that do not fit the spec -------------------------------------------------------------
 
-@pytest.mark.xfail(reason="fails since the round-2 merges (contract v2, EMA, streamed data); open, see the session note", strict=False)
 def test_weights_that_do_not_fit_say_what_does_not_fit(checkpoint, tmp_path):
     wider = rewrite(checkpoint, tmp_path / "wider.safetensors",
                     change_spec=lambda spec: spec["generator"]["options"].update(ngf=16))
@@ -330,9 +328,9 @@ def test_weights_that_do_not_fit_say_what_does_not_fit(checkpoint, tmp_path):
     n_gen = sum(k.startswith("generator.") for k in load_file(str(checkpoint)))
     image = photo(tmp_path / "x.png")
     line = one_line(run_zoo("colorize", str(image), "--model", str(wider), "--out", str(tmp_path / "out")))
-    assert "wider.safetensors" in line and "do not fit" in line and "of another shape" in line
+    assert "wider.safetensors" in line and "weights do not fit" in line and "shape mismatches ('0.weight'" in line
     line = one_line(run_zoo("eval", str(foreign)))
-    assert "foreign.safetensors" in line and f"{n_gen} of its {n_gen} tensors missing" in line
-    assert f"{n_gen} unexpected ('net." in line
+    assert "foreign.safetensors" in line and f"{n_gen} missing keys ('" in line
+    assert f"{n_gen} unexpected keys ('net." in line
     for text in (line,):
         assert "Error(s) in loading state_dict" not in text

@@ -195,7 +195,10 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
                                   weights=weights)
     result = BatchResult(out, colorizer.name, colorizer.size, str(colorizer.device), colorizer.precision,
                          total=len(jobs) + len(videos) + len(skipped))
-    say(f"zoo: colorizing {len(jobs)} {'image' if len(jobs) == 1 else 'images'} with {shown(colorizer.name)}"
+    what = f"{len(jobs)} {'image' if len(jobs) == 1 else 'images'}"
+    if videos:
+        what += f" and {len(videos)} {'video' if len(videos) == 1 else 'videos'}"
+    say(f"zoo: colorizing {what} with {shown(colorizer.name)}"
         f"{' (EMA weights)' if colorizer.weights == 'ema' else ''} at "
         f"{colorizer.size} px on {colorizer.device} ({colorizer.precision}) -> {shown(out)}")
     for name, reason in skipped:
@@ -291,7 +294,7 @@ def _colorize_videos(videos: list[Job], colorizer, result: BatchResult, batch_si
             say(f"zoo: skipped {shown(job.source)}: {reason}")
             result.failed.append((job.source, reason))
             continue
-        say(f"zoo: {shown(job.source)}: {info['frames']} frames, {len(info['cuts'])} scene(s) -> {shown(job.target)}")
+        say(f"zoo: {shown(job.source)}: {info['frames']} frames, {info['cuts'] + 1} scene(s) -> {shown(job.target)}")
         result.written.append(job.target)
         if on_written is not None:
             on_written(job.target)

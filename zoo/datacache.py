@@ -57,7 +57,7 @@ def cache_folder(source, size: int, root: str | os.PathLike | None = None) -> Pa
     """The sub-folder of one (source, size)."""
     ident = source_identity(source)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(ident.rstrip("/")) or "data")[:40]
-    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(os.fsencode(ident)).hexdigest()[:16]  # any file name, UTF-8 or not
     return Path(root or cache_root()) / f"{slug}-{digest}-{size}px"
 
 

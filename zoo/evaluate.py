@@ -329,12 +329,14 @@ def evaluate_paths(paths: Sequence[str | Path], data: str = "embedded", split: s
         from zoo.perceptual import Perceptual
 
         scorer = Perceptual(dev)
-        for key, status in scorer.status.items():
-            if status.startswith("skipped"):
-                log(f"zoo: {key.upper()} {status}")
-    return evaluate(candidates, images, dev, batch_size, previews=previews,
-                    split_seed=data_spec.split_seed if folder else None,
-                    val_fraction=data_spec.val_fraction if folder else None, perceptual=scorer)
+    result = evaluate(candidates, images, dev, batch_size, previews=previews,
+                      split_seed=data_spec.split_seed if folder else None,
+                      val_fraction=data_spec.val_fraction if folder else None, perceptual=scorer)
+    # said after the scores, so that an evaluation that fails says only why it failed
+    for key, status in (scorer.status.items() if scorer else ()):
+        if status.startswith("skipped"):
+            log(f"zoo: {key.upper()} {status}")
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from zoo.errors import ZooError
 from zoo.runfolder import CURVES as CURVES_FILE, LOSSES  # the run folder's layout has one owner
-from zoo.text import shown
+from zoo.text import escape, shown
 
 LOSS_KEYS = ("d_real", "d_fake", "g_gan", "g_pixel")
 SPEED_KEY = "img_per_s"
@@ -90,6 +90,12 @@ def _order(keys: set[str]) -> list[str]:
     return losses + other + speed + val
 
 
+def _label(name: str) -> str:
+    """A name from outside (run folder, log key) as plot text: escaped like in messages (an undecodable byte
+    cannot be drawn) and with ``$`` escaped, so matplotlib does not read it as mathtext."""
+    return escape(name).replace("$", r"\$")
+
+
 def render(logs: Sequence[RunLog], out: str | os.PathLike) -> Path:
     """Draw the logs to a PNG at ``out`` (written atomically); returns the path."""
     import matplotlib
@@ -112,13 +118,13 @@ def render(logs: Sequence[RunLog], out: str | os.PathLike) -> Path:
                 continue
             steps, values = log.series[key]
             marker = "o" if len(steps) < 20 else None
-            ax.plot(steps, values, color=colour, label=log.name, marker=marker, markersize=3, linewidth=1.4)
+            ax.plot(steps, values, color=colour, label=_label(log.name), marker=marker, markersize=3, linewidth=1.4)
             lo, hi = min(lo, min(values)), max(hi, max(values))
         if key != SPEED_KEY and lo > 0 and hi / lo > 10:
             ax.set_yscale("log")  # losses spanning decades; img/s and narrow ranges read better linearly
-        ax.set_title(TITLES.get(key, key))
+        ax.set_title(TITLES.get(key, _label(key)))
         ax.set_xlabel("step")
-        ax.set_ylabel("img/s" if key == SPEED_KEY else key)
+        ax.set_ylabel("img/s" if key == SPEED_KEY else _label(key))
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
     out = Path(out)

@@ -477,8 +477,10 @@ class Registry:
         group = sorted(self.clashes[kind][name], key=lambda c: c.qualified_name)
         providers = " and ".join(c.plugin.provider for c in group)
         forms = " or ".join(shown(c.qualified_name) for c in group)
+        skip = next((c.plugin for c in group if c.plugin.package != "zoo"), group[-1].plugin)
         return (f"{kind.replace('_', ' ')} {shown(name)} is registered by several packages ({providers}): name "
-                f"one as package:name, {forms}")
+                f"one as package:name, {forms}, or skip a package with {DISABLE_ENV}="
+                f"{one_line(skip.distribution or skip.name)}")
 
     def get(self, kind: str, name: str, provider: str | None = None) -> Component:
         """The component ``name`` (short or ``package:name``) of a kind. A short name that several packages
