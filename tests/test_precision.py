@@ -41,7 +41,8 @@ def test_train_cli_reports_and_saves_the_precision_it_used(tmp_path):
     out = tmp_path / "run"
     proc = run_zoo("train", "--steps", "1", "--precision", "bf16", "--out", str(out), *TINY, env=FAST, check_rc=0)
     # channels_last whenever autocast is on
-    assert "zoo: precision bf16 (bf16 as asked); channels_last layout" in proc.stderr.splitlines()
+    assert ("zoo: precision bf16 (bf16 as asked); channels_last layout; torch.compile off (auto: off on cpu; "
+            "compile=on pays in long runs)") in proc.stderr.splitlines()
     _, state, _ = latest_checkpoint(out, with_state=True)
     assert state["precision"] == "bf16"
     assert state["scalers"] == {"generator": {}, "discriminator": {}}  # no gradient scaling outside fp16
@@ -95,6 +96,22 @@ def test_resume_is_exact_in_every_precision(tmp_path, precision):
     assert state_resumed["scalers"] == state_straight["scalers"]
     # only fp16 scales gradients: its scalers have a state, the others save empty (disabled) ones
     assert {bool(s) for s in state_resumed["scalers"].values()} == {precision == "fp16"}
+
+
+def test_resume_is_exact_with_compile_on(tmp_path):
+    """torch.compile (inductor) in place: the same modules and state_dict keys, so checkpoints and an exact
+    resume work as in eager mode (the first trainer compiles, about a minute on a CPU; the others hit
+    inductor's cache)."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    first = train(spec(4, "bf16", compile="on"), straight)
+    assert first.compiled and first.models.generator._compiled_call_impl is not None
+    train(spec(2, "bf16", compile="on"), resumed)
+    trainer = Trainer.resume(resumed, steps=4, **quiet())
+    assert trainer.compiled and trainer.step == 2
+    trainer.fit()
+    assert_same_tensors(checkpoint(straight, 4), checkpoint(resumed, 4))
+    eager = train(spec(4, "bf16", compile="off"), tmp_path / "eager")
+    assert not eager.compiled and eager.models.generator._compiled_call_impl is None
 
 
 def test_grad_scaler_state_is_restored_from_the_checkpoint(tmp_path):

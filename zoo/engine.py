@@ -45,10 +45,11 @@ from zoo.distributed import SINGLE, World
 from zoo.ema import GeneratorEMA
 from zoo.errors import CheckpointError, SpecError, ZooError
 from zoo.gan_step import gan_step, pretrain_step
+from zoo.losswatch import LossWatch, NonFiniteLoss
 from zoo.models import Models, build_models, load_training_state, prepare_for_training
 from zoo.registry import Registry, get_registry
 from zoo.runfolder import RunFolder, RunLock
-from zoo.runtime import Runtime, is_out_of_memory, select_device
+from zoo.runtime import Runtime, compile_in_place, is_out_of_memory, resolve_compile, select_device
 from zoo.schedule import Schedule
 from zoo.signals import StopSignals
 from zoo.spec import TrainSpec, spec_from_json, spec_to_json, validate_spec
@@ -92,6 +93,10 @@ class Trainer:
     def __post_init__(self):
         m = self.models
         prepare_for_training(m, self.runtime)
+        self.compiled, self._compile_why = resolve_compile(self.spec.compile, self.device)
+        if self.compiled:  # in place: the same modules, parameters and state_dict keys (zoo.runtime)
+            compile_in_place(m.generator)
+            compile_in_place(m.discriminator)
         # What a step calls: the nets themselves, or their DistributedDataParallel wrappers under torchrun.
         self._gen_run, self._disc_run = m.generator, m.discriminator
         if self.world.enabled:
@@ -105,6 +110,7 @@ class Trainer:
         self._stop = StopSignals(self.log, lambda: f"finishing step {self.step + 1}, saving a checkpoint, then "
                                                    f"stopping")
         self._saved_step, self._log_failed = -1, False
+        self._watch = LossWatch()  # the steps' losses, on the device until a log/sample/checkpoint step reads them
         if self.ema is not None:
             self.runtime.prepare(self.ema.model)
         self._tb = None  # the run's TensorBoard events (zoo.tensorboard), open while fit() runs
@@ -214,8 +220,8 @@ class Trainer:
         return trainer
 
     # ---- training -----------------------------------------------------------------------------
-    def train_step(self, L: torch.Tensor, ab: torch.Tensor, stage: str) -> dict[str, float]:
-        """One optimisation step of ``stage`` (zoo.gan_step); returns the losses as floats."""
+    def train_step(self, L: torch.Tensor, ab: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+        """One optimisation step of ``stage`` (zoo.gan_step); returns the losses as 0-dim device tensors."""
         if stage == "pretrain":
             return pretrain_step(self.models, L, ab, self.runtime, G=self._gen_run)
         return gan_step(self.models, L, ab, self.runtime, self.spec.pixel_weight, G=self._gen_run, D=self._disc_run)
@@ -246,7 +252,8 @@ class Trainer:
                  f"steps ({self.schedule.pretrain_steps} pretraining + {self.schedule.gan_steps} GAN, "
                  f"{self.schedule.steps_per_epoch} steps/epoch, batch {spec.data.batch_size}, "
                  f"{spec.data.image_size} px) -> {shown(self.paths.root)}")
-        self.log(f"zoo: precision {self.runtime.precision} ({self.runtime.why}); {self.runtime.layout} layout"
+        self.log(f"zoo: precision {self.runtime.precision} ({self.runtime.why}); {self.runtime.layout} layout; "
+                 f"torch.compile {'on' if self.compiled else 'off'} ({self._compile_why})"
                  + (f"; {self.world.size} processes, {spec.data.batch_size // self.world.size} images each per "
                     f"step{', SyncBatchNorm' if spec.sync_batchnorm else ''}" if self.world.enabled else ""))
         self._open_logs()
@@ -254,33 +261,47 @@ class Trainer:
         last_saved = None
         try:
             with self._stop as stop:
-                t_window, n_window = time.perf_counter(), 0
+                t_window, n_window, watch = time.perf_counter(), 0, self._watch
+                compiled_stages: set[str] = set()
                 while self.step < total:
                     stage, epoch, _ = self.schedule.locate(self.step)
-                    losses = self._agree(self._guarded_step(stage))  # DDP: mean losses, any rank's signal
-                    bad = [k for k, v in losses.items() if not math.isfinite(v)]
-                    if bad:
-                        raise TrainingStopped(
-                            f"loss {bad[0]} became {losses[bad[0]]} at step {self.step + 1} ({stage} stage); stopped "
-                            f"without saving it; {self._kept()}; lower the learning rate or check the data, then "
-                            f"--resume {shown(self.paths.root)}", exit_code=3)
+                    t_step = time.perf_counter()
+                    watch.add(self._guarded_step(stage), self.step + 1)  # device tensors: no host sync here
+                    if self.compiled and stage not in compiled_stages:  # the stage's first step compiles
+                        compiled_stages.add(stage)
+                        if self.device.type == "cuda":
+                            torch.cuda.synchronize(self.device)
+                        self.log(f"zoo: first {stage} step (compiling included) took "
+                                 f"{time.perf_counter() - t_step:.1f} s")
+                        t_window, n_window = time.perf_counter(), -spec.data.batch_size  # img/s without it
                     self.step += 1
                     if self.ema is not None:  # after the step's generator update, before anything is saved
                         self.ema.update(self.models.generator, self.step)
                     n_window += spec.data.batch_size
-                    ips = n_window / max(time.perf_counter() - t_window, 1e-9)
                     if bar is not None:
                         bar.update(1)
+                    logging = self.step % spec.log_every == 0 or self.step == total
+                    if not (logging or self.world.enabled or stop.name or self._writes_at(self.step)):
+                        continue
+                    losses, bad = watch.read()  # the one host sync: at log, sample and checkpoint steps
+                    losses = self._agree(losses)  # DDP: mean losses, any rank's signal
+                    if bad is None and self.world.enabled:
+                        bad = next((NonFiniteLoss(k, self.step, v) for k, v in losses.items()
+                                    if not math.isfinite(v)), None)
+                    if bad is not None:
+                        raise self._non_finite(bad)
+                    ips = n_window / max(time.perf_counter() - t_window, 1e-9)
+                    if bar is not None:
                         bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{ips:.1f}"},
                                         refresh=False)
-                    if self.step % spec.log_every == 0 or self.step == total:
+                    if logging:
                         self._write_log({"step": self.step, "stage": stage, "epoch": epoch, **losses,
                                          "img_per_s": round(ips, 3), "time": time.time()})
                         t_window, n_window = time.perf_counter(), 0
                     if self.step % spec.sample_every == 0 or self.step == total:
                         self._sample_or_warn()
                     if (self.step % spec.checkpoint_every == 0 or self.step == total
-                            or self.schedule.is_stage_end(self.step)):
+                            or self.schedule.is_stage_end(self.step)):  # the same steps as _writes_at
                         last_saved = self.save()
                     if stop.name and self.step < total:  # a signal during the last step: just finish
                         path = last_saved if last_saved and self._saved_step == self.step else self.save()
@@ -296,7 +317,20 @@ class Trainer:
                  f"{shown(self.paths.samples)}")
         return last_saved
 
-    def _guarded_step(self, stage: str) -> dict[str, float]:
+    def _non_finite(self, bad: NonFiniteLoss) -> TrainingStopped:
+        stage = self.schedule.locate(bad.step - 1)[0]
+        return TrainingStopped(
+            f"loss {bad.name} became {bad.value} at step {bad.step} ({stage} stage); stopped without saving it; "
+            f"{self._kept()}; lower the learning rate or check the data, then --resume {shown(self.paths.root)}",
+            exit_code=3)
+
+    def _writes_at(self, step: int) -> bool:
+        """Whether ``step`` samples or saves a checkpoint (the losses are read and checked before either)."""
+        spec = self.spec
+        return (step % spec.sample_every == 0 or step % spec.checkpoint_every == 0 or step == self.schedule.total
+                or self.schedule.is_stage_end(step))
+
+    def _guarded_step(self, stage: str) -> dict[str, torch.Tensor]:
         """This step's batch and optimisation; out of memory becomes a one-line stop (exit 3)."""
         from zoo.loader import DataWorkerDied
 
@@ -304,6 +338,9 @@ class Trainer:
             L, ab = self.batches(self.step)
             return self.train_step(L, ab, stage)
         except DataWorkerDied as exc:  # nothing of this step was applied: its checkpoint resumes it exactly
+            bad = self._watch.read()[1]
+            if bad is not None:  # a NaN earlier in the log window: those weights are not saved
+                raise self._non_finite(bad) from None
             path = self.save()
             raise TrainingStopped(f"{exc}; stopped at step {self.step} with a checkpoint, {shown(path)}; continue "
                                   f"with: zoo train --resume {shown(self.paths.root)}", exit_code=3) from None

@@ -57,8 +57,9 @@ def _v1_gan(loss: nn.Module, d_out: DiscriminatorOutput, target_is_real: bool) -
 
 
 def gan_step(m: Models, L: torch.Tensor, ab: torch.Tensor, runtime: Runtime, pixel_weight: float,
-             G: nn.Module | None = None, D: nn.Module | None = None) -> dict[str, float]:
-    """One GAN step (D, then G); returns the logged losses as floats (one device sync)."""
+             G: nn.Module | None = None, D: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """One GAN step (D, then G); returns the logged losses as detached 0-dim fp32 tensors on the device (no host
+    sync: the trainer reads them at log steps through :class:`zoo.losswatch.LossWatch`)."""
     G, D = G or m.generator, D or m.discriminator
     amp = runtime.autocast
     v2_gan, v2_pixel = m.contracts.get("gan_loss") == 2, m.contracts.get("pixel_loss") == 2
@@ -113,13 +114,12 @@ def gan_step(m: Models, L: torch.Tensor, ab: torch.Tensor, runtime: Runtime, pix
                 g_loss = g_loss + term.weight * value
     _optimise(g_loss, m.gen_optim, m.gen_scaler)
     m.discriminator.requires_grad_(True)
-    values = torch.stack([t.detach().float() for t in logged.values()]).tolist()  # one device sync
-    return dict(zip(logged, values))
+    return {k: t.detach().float() for k, t in logged.items()}
 
 
 def pretrain_step(m: Models, L: torch.Tensor, ab: torch.Tensor, runtime: Runtime,
-                  G: nn.Module | None = None) -> dict[str, float]:
-    """One pixel-loss-only generator step; returns g_pixel."""
+                  G: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """One pixel-loss-only generator step; returns g_pixel as a detached 0-dim fp32 device tensor."""
     G = G or m.generator
     m.generator.train()
     m.pretrain_optim.zero_grad(set_to_none=True)
@@ -130,7 +130,7 @@ def pretrain_step(m: Models, L: torch.Tensor, ab: torch.Tensor, runtime: Runtime
         else:
             loss = m.pixel_loss(fake.float(), ab)
     _optimise(loss, m.pretrain_optim, m.gen_scaler)
-    return {"g_pixel": loss.item()}
+    return {"g_pixel": loss.detach().float()}
 
 
 __all__ = ["LOSS_NAMES", "gan_step", "pretrain_step", "split_generator_output"]

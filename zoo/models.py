@@ -10,7 +10,7 @@ from torch import nn
 
 from zoo.errors import CheckpointError
 from zoo.registry import Registry, get_registry
-from zoo.runtime import Runtime
+from zoo.runtime import Runtime, adam_kernel
 from zoo.spec import TrainSpec
 from zoo.text import shown
 
@@ -103,13 +103,15 @@ def build_models(spec: TrainSpec, runtime: Runtime, registry: Registry | None = 
     gen, disc = gen.to(device), disc.to(device)
     gan_loss, pixel_loss = gan_loss.to(device), pixel_loss.to(device)
 
+    kernel = adam_kernel(device)  # fused (or foreach) Adam: measured in benchmarks/bench_training_speed.py
+
     def adam(params, o):
-        return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+        return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, **kernel)
 
     pre = None
     if spec.pretrain.steps or spec.pretrain.epochs:
         p = spec.pretrain
-        pre = torch.optim.Adam(gen.parameters(), lr=p.lr, betas=(p.beta1, p.beta2))
+        pre = torch.optim.Adam(gen.parameters(), lr=p.lr, betas=(p.beta1, p.beta2), **kernel)
     return Models(gen, disc, gan_loss, pixel_loss, adam(gen.parameters(), spec.gen_optim),
                   adam(disc.parameters(), spec.disc_optim), pre, runtime.scaler(), runtime.scaler(),
                   contracts={k: c.contract for k, c in slots.items()}, terms=terms, gan_weight=spec.gan_weight)

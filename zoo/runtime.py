@@ -152,5 +152,46 @@ class Runtime:
         return f"{self.device}, precision {self.precision} ({self.why}); {self.layout} layout"
 
 
-__all__ = ["PRECISIONS", "Runtime", "cpu_has_fast_bf16", "cuda_has_fast_bf16", "is_out_of_memory", "resolve_precision",
-           "select_device"]
+def resolve_compile(setting: str, device: torch.device) -> tuple[bool, str]:
+    """Whether to torch.compile the nets for ``setting`` (auto / on / off) on ``device``, and why (for the log).
+
+    ``auto`` is on with CUDA, where inductor's fused kernels and fewer launches pay within minutes, and off on a
+    CPU, where compiling the seed's U-Net (forward, backward, the discriminator's two modes) costs about a minute
+    before the first step: worth it for runs of hours, chosen there with ``compile = "on"``.
+    """
+    if setting == "on":
+        return True, "compile=on"
+    if setting == "off":
+        return False, "compile=off"
+    if device.type == "cuda":
+        return True, "auto: on with CUDA"
+    return False, f"auto: off on {device.type}; compile=on pays in long runs"
+
+
+def compile_in_place(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` with its forward compiled by inductor (``nn.Module.compile``: the module, its parameters and its
+    state_dict keys stay the same, so checkpoints, optimizers, EMA and DDP are unchanged). Shapes are static:
+    the engine's batches all have one shape, so nothing recompiles after the first steps."""
+    import logging
+
+    # inductor's C++ build on a machine without CUDA logs "No CUDA runtime is found" once: noise for a CPU run
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    net.compile(dynamic=False)
+    return net
+
+
+def adam_kernel(device: torch.device) -> dict[str, bool]:
+    """The fastest Adam implementation torch has for ``device``: the fused kernel (one kernel per parameter
+    group instead of a loop over tensors) where torch has one for this device type, else the multi-tensor
+    ``foreach`` one. Same update rule; results match the loop implementation to float rounding."""
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+        fused_ok = device.type in _get_fused_kernels_supported_devices()
+    except ImportError:  # a torch without the helper: the foreach kernel exists on every device
+        fused_ok = False
+    return {"fused": True} if fused_ok else {"foreach": True}
+
+
+__all__ = ["PRECISIONS", "Runtime", "adam_kernel", "compile_in_place", "cpu_has_fast_bf16", "cuda_has_fast_bf16", "is_out_of_memory", "resolve_compile",
+           "resolve_precision", "select_device"]

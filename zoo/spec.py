@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from zoo.errors import SpecError, ZooError
 from zoo.options import Options
@@ -170,6 +170,10 @@ class TrainSpec(SpecOptions):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast precision; auto: bf16 on CPUs with avx512_bf16/AMX and on GPUs with bf16 "
         "tensor cores, fp16 with gradient scaling on older GPUs, else fp32 (fp16 on a CPU is emulated and very slow)")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile (inductor) the generator and discriminator for training; auto: on with "
+        "CUDA, off on a CPU (there compiling the seed's U-Net takes about a minute and pays only in long runs); "
+        "on / off: always / never")
     ema: EmaSpec | None = Field(None, description="exponential moving average of the generator's weights, saved "
                                 "in every checkpoint and used by colorize/eval/export (null: off; e.g. --set "
                                 "ema.decay=0.999)")
@@ -179,6 +183,12 @@ class TrainSpec(SpecOptions):
                                  "over the global batch (torch.nn.SyncBatchNorm); ignored in a single process")
     out: str = Field("runs", description="folder in which the run folder is made")
     run_name: str | None = Field(None, description="run folder name (default: <gen>-<disc>-<timestamp>)")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_switch(cls, value):
+        """YAML (and so ``--set compile=on``) reads on/off as booleans: they mean on/off here."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _has_length(self):
