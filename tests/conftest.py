@@ -35,6 +35,21 @@ ZOO_VERSION = importlib.metadata.version("zoo")
 # One intra-op thread: the zoo subprocesses run in seconds even when other jobs share the two cores.
 FAST = {"OMP_NUM_THREADS": "1"}
 
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist (the README's ``-n auto``) each worker's torch gets its share of the cores, and so do
+    the processes it starts; one process per core with two threads each would only contend."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+_share_the_cores_between_workers()
+
 # A tiny but complete training config: every test that trains uses it (seconds on 2 CPUs).
 TINY = ["--image-size", "32", "--batch-size", "4", "--set", "generator.options.n_down=3",
         "--set", "generator.options.ngf=8", "--set", "discriminator.options.ndf=8",

@@ -3,6 +3,7 @@
 The suite itself (``python -m pytest benchmarks/ --benchmark-enable``) is not part of the tests' time budget.
 """
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,9 +20,11 @@ from conftest import REPO
 def test_one_benchmark_case_runs_enabled_and_records_extra_info(tmp_path):
     report = tmp_path / "bench.json"
     case = "benchmarks/test_bench_components.py::test_discriminator_inference[patch]"
+    # one process, as the benchmarks run (pytest-benchmark turns itself off inside a pytest-xdist worker)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
     proc = subprocess.run([sys.executable, "-m", "pytest", case, "--benchmark-enable", "--zoo-size", "32",
-                           "--zoo-rounds", "1", f"--benchmark-json={report}", "-q", "-p", "no:cacheprovider"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                           "--zoo-rounds", "1", f"--benchmark-json={report}", "-q", "-p", "no:cacheprovider",
+                           "-p", "no:xdist"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (result,) = json.loads(report.read_text())["benchmarks"]  # enabled despite the root --benchmark-disable
     assert result["name"] == "test_discriminator_inference[patch]" and result["stats"]["rounds"] == 1

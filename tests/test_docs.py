@@ -3,6 +3,7 @@ command shown in a bash block parses with the real CLI parser, and the cheap sel
 
 docs/writing-a-plugin.md is executed end to end by tests/test_tutorial.py.
 """
+import argparse
 import contextlib
 import io
 import re
@@ -134,3 +135,17 @@ def test_not_run_lists_only_blocks_that_exist():
 def test_self_contained_python_blocks_run(page, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, f"docs/{page}", "exec"), {"__name__": "__docs__"})
+
+
+def test_help_of_zoo_and_of_every_command_prints():
+    """``zoo --help`` and ``zoo COMMAND --help`` format every help string (a stray ``%`` in one breaks them all)."""
+    from zoo.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"train", "colorize", "eval", "leaderboard"} <= set(commands)
+    texts = {"zoo": parser.format_help(), **{name: sub.format_help() for name, sub in commands.items()}}
+    assert "95 % intervals" in texts["zoo"]
+    for name, text in texts.items():
+        assert text.startswith("usage: "), name
+    assert rejected(["zoo", "--help"]) is None

@@ -199,4 +199,6 @@ def test_readme_and_ci_install_the_example_plugin():
     assert install in ci, ".ci/run does not run the README's install line"
     plugin = f"pip install -e {EXAMPLE_PLUGIN.relative_to(REPO)}"
     assert plugin in ci, ".ci/run does not install the example plugin"
-    assert ci.index(install) < ci.index(plugin) < ci.index("python -m pytest")
+    test = "python -m pytest -n auto --maxprocesses 4"  # the README's test command, run by CI as it is
+    assert test in readme.splitlines(), "the README's test command changed"
+    assert ci.index(install) < ci.index(plugin) < ci.index(test)

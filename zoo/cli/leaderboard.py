@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     from zoo.leaderboard import DEFAULT_BUDGET, SORT_KEYS
 
     p = sub.add_parser(
-        "leaderboard", help="train entries with N seeds and rank them with 95 % intervals against the gray baseline",
+        "leaderboard", help="train entries with N seeds and rank them with 95 %% intervals against the gray baseline",
         description="Train each entry (a whole spec: --preset/--config for all, a board file's entries, or the grid "
                     "of --gens/--discs/--gan-losses/--pixel-losses) with --seeds seeds, score every run on the same "
                     "test set, and write leaderboard.json, leaderboard.md and leaderboard.html (a self-contained "
