@@ -18,13 +18,17 @@ step per round, data included:
 * ``zoo_fp32``: the engine's own step (``Trainer.batches`` + ``Trainer.train_step``, i.e. ``zoo.batches`` and
   ``zoo.gan_step``) in fp32.
 * ``zoo_auto``: the same with the default precision (``auto``: bf16 + channels_last on a CPU with
-  avx512_bf16/AMX).
+  avx512_bf16/AMX), eager (``compile = "off"``).
+* ``zoo_auto_compile``: ``zoo_auto`` with ``compile = "on"`` (inductor; the warm-up step compiles, and its
+  time is ``first_step_s`` in ``extra_info``).
 
 ``extra_info`` has ``img_per_s`` and ``speedup_vs_seed_pipeline`` (img/s over the seed pipeline's img/s of the
 same config, measured in the same session). ``--zoo-device`` / ``ZOO_BENCH_DEVICE`` (benchmarks/conftest.py)
 picks the device and ``--zoo-rounds`` the rounds (at least 10 for ``cpu``, at most 3 for ``seed``). Inference
 cases: the config's generator at its image size (``seed``: 256 px), batch 16, eval mode through
-``zoo.inference.Predictor`` (the path colorize and eval use), fp32 and auto.
+``zoo.inference.Predictor`` (the path colorize and eval use), fp32, auto, and auto with ``compile=True``.
+On CUDA every case adds ``peak_memory_mib`` (``torch.cuda.max_memory_allocated`` over the timed rounds);
+``benchmarks/gpu_check.sh`` runs the file there and prints one table.
 """
 from __future__ import annotations
 
@@ -38,15 +42,15 @@ import pytest
 import torch
 
 CONFIGS = ["cpu", "seed"]
-VARIANTS = ["seed_pipeline", "zoo_fp32", "zoo_auto"]
+VARIANTS = ["seed_pipeline", "zoo_fp32", "zoo_auto", "zoo_auto_compile"]
 SEED_OPT_IN = os.environ.get("ZOO_BENCH_SEED") == "1"
 RESULTS: dict[tuple[str, str], float] = {}  # (config, variant) -> img/s measured in this session
 
 
-def _spec(config: str, precision: str, device: str = "auto"):
+def _spec(config: str, precision: str, device: str = "auto", compile: str = "off"):
     from zoo.spec import build_spec
 
-    flags = {"data.source": "embedded", "precision": precision, "steps": 1000, "device": device}
+    flags = {"data.source": "embedded", "precision": precision, "steps": 1000, "device": device, "compile": compile}
     spec, _ = build_spec("seed" if config == "seed" else None, None, flags, [])
     return spec
 
@@ -184,7 +188,8 @@ def _rounds(config: str, bench_config) -> int:
 def _make(config: str, variant: str, tmp: Path, rounds: int, device: str):
     if variant == "seed_pipeline":
         return SeedSteps(_spec(config, "fp32", device), tmp, rounds)
-    return ZooSteps(_spec(config, "fp32" if variant == "zoo_fp32" else "auto", device), tmp / "run")
+    compile = "on" if variant == "zoo_auto_compile" else "off"
+    return ZooSteps(_spec(config, "fp32" if variant == "zoo_fp32" else "auto", device, compile), tmp / "run")
 
 
 def _seed_pipeline_rate(config: str, bench_config) -> float:
@@ -207,12 +212,15 @@ def test_training_speed(benchmark, bench_config, tmp_path, config, variant):
     _skip_unless_enabled(config)
     rounds = _rounds(config, bench_config)
     steps = _make(config, variant, tmp_path, rounds, bench_config.device)
-    steps()  # warm-up: optimizer state, oneDNN kernels, DataLoader workers
+    t0 = time.perf_counter()
+    steps()  # warm-up: optimizer state, oneDNN kernels, DataLoader workers, compiling
+    first = time.perf_counter() - t0
+    _reset_peak_memory()
     benchmark.pedantic(steps, rounds=rounds, warmup_rounds=0)
     rate = steps.batch_size / _mean_seconds(benchmark, steps, rounds)
     RESULTS[(config, variant)] = rate
     info = {"config": config, "variant": variant, "batch_size": steps.batch_size, "img_per_s": round(rate, 3),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "first_step_s": round(first, 2), **_peak_memory()}
     if variant != "seed_pipeline":
         t = steps.trainer
         info.update(precision=t.runtime.precision, layout=t.runtime.layout, device=str(t.device),
@@ -224,18 +232,29 @@ def test_training_speed(benchmark, bench_config, tmp_path, config, variant):
     benchmark.extra_info.update(info)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def _reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory() -> dict[str, float]:
+    """CUDA only: the peak allocated since :func:`_reset_peak_memory`, MiB (CPU peaks: benchmarks/test_bench_*)."""
+    return {"peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if torch.cuda.is_available() else {}
+
+
+@pytest.mark.parametrize("mode", ["fp32", "auto", "auto_compile"])
 @pytest.mark.parametrize("config", CONFIGS)
-def test_inference_speed(benchmark, bench_config, config, precision):
+def test_inference_speed(benchmark, bench_config, config, mode):
     from zoo.inference import Predictor
     from zoo.models import build_models
     from zoo.registry import get_registry
     from zoo.runtime import Runtime
 
+    precision = "fp32" if mode == "fp32" else "auto"
     spec = _spec(config, precision, bench_config.device).resolved(get_registry())
     runtime = Runtime.resolve(spec.device, precision)
     device = runtime.device
-    gen = Predictor(build_models(spec, runtime).generator, runtime)
+    gen = Predictor(build_models(spec, runtime).generator.eval(), runtime, compile=mode == "auto_compile")
     size, batch = spec.data.image_size, 16
     L = torch.rand((batch, 1, size, size), generator=torch.Generator().manual_seed(0)) * 2 - 1
 
@@ -244,11 +263,14 @@ def test_inference_speed(benchmark, bench_config, config, precision):
             gen(L)
         _sync(device)
 
-    forward()
+    t0 = time.perf_counter()
+    forward()  # compiles, with compile=True
+    first = time.perf_counter() - t0
+    _reset_peak_memory()
     rounds = max(bench_config.rounds, 5)
     benchmark.pedantic(forward, rounds=rounds, warmup_rounds=1)
     seconds = _mean_seconds(benchmark, forward, rounds)
     benchmark.extra_info.update({
-        "config": config, "image_size": size, "batch_size": batch, "precision": gen.precision,
-        "layout": runtime.layout, "device": str(device),
-        "img_per_s": round(batch / seconds, 3), "threads": torch.get_num_threads()})
+        "config": config, "mode": mode, "image_size": size, "batch_size": batch, "precision": gen.precision,
+        "layout": runtime.layout, "device": str(device), "compiled": gen.compiled, "first_call_s": round(first, 2),
+        "img_per_s": round(batch / seconds, 3), "threads": torch.get_num_threads(), **_peak_memory()})

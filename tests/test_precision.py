@@ -170,3 +170,21 @@ def test_the_inference_path_matches_the_plain_generator(tmp_path):
     assert fast16.dtype == torch.float32 and fast16.is_contiguous() and fast16.shape == reference.shape
     difference = (fast16 - reference).abs().max()
     assert 0 < difference < 0.05  # it ran in bf16 (not exact), which keeps ~3 significant digits; ab is in [-1, 1]
+
+
+def test_a_compiled_predictor_pads_a_partial_batch_and_matches_eager(tmp_path):
+    """compile=True: the outputs match eager fp32 to float rounding, and a last partial batch is padded to the
+    batch size (one compiled shape, so nothing compiles again for it)."""
+    t = Trainer.create(spec(1, "fp32"), run_dir=tmp_path / "r", **quiet())
+    L = torch.cat([t.batches(0)[0], t.batches(1)[0]])[:5]
+    gen = t.models.generator.eval()
+    with torch.inference_mode():
+        reference = gen(L)
+    compiled = Predictor(gen, Runtime.resolve(CPU, "fp32"), compile=True)
+    seen = []
+    gen.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    out = compiled.predict_ab(L, batch_size=2)
+    assert compiled.compiled and gen._compiled_call_impl is not None
+    assert seen == [2, 2, 2]  # 5 images: 2 + 2 + (1 padded to 2)
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+    assert compiled.runs_at(t.spec.data.image_size) and seen[-1] == 1  # the size probe runs eagerly

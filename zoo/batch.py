@@ -154,12 +154,12 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
                    size: int | None = None, batch_size: int = 8, device: str = "auto", precision: str | None = None,
                    force: bool = False, progress: bool = False, log: Callable[[str], None] | None = None,
                    on_written: Callable[[Path], None] | None = None, saturation: float = 1.0,
-                   smoothing: bool = True, weights: str = "auto") -> BatchResult:
+                   smoothing: bool = True, weights: str = "auto", compile: str = "auto") -> BatchResult:
     """Colorize image files and folders (recursive) into the folder ``out``; returns what was done.
 
     ``model``: a run folder, a ``step-*.safetensors`` file or a :class:`zoo.colorize.Colorizer` (then ``size``,
-    ``device``, ``precision``, ``saturation`` and ``weights`` are its own; ``weights``: "auto", "ema" or "raw",
-    :func:`zoo.loading.load_trained`). ``log`` gets every message line (default: stderr);
+    ``device``, ``precision``, ``saturation``, ``weights`` and ``compile`` are its own; ``weights``: "auto", "ema"
+    or "raw", :func:`zoo.loading.load_trained`; ``compile``: "auto" (on with CUDA), "on" or "off"). ``log`` gets every message line (default: stderr);
     ``on_written`` each output path as soon as it is written. Video files given as inputs (:func:`zoo.video.is_video`)
     are colorized frame by frame with temporal ``smoothing`` (:mod:`zoo.video`), after the photos. Raises ZooError (nothing written) for a usage
     error: an input missing, no images, an output over an input, an unusable ``out``, a model that does not load.
@@ -192,7 +192,7 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
     check_out_folder(out, force)
     colorizer = model if isinstance(model, Colorizer) else \
         Colorizer.from_checkpoint(model, device=device, size=size, precision=precision, saturation=saturation,
-                                  weights=weights)
+                                  weights=weights, compile=compile)
     result = BatchResult(out, colorizer.name, colorizer.size, str(colorizer.device), colorizer.precision,
                          total=len(jobs) + len(videos) + len(skipped))
     what = f"{len(jobs)} {'image' if len(jobs) == 1 else 'images'}"

@@ -135,17 +135,21 @@ class Colorizer:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", size: int | None = None,
-                        precision: str | None = None, saturation: float = 1.0, weights: str = "auto") -> "Colorizer":
+                        precision: str | None = None, saturation: float = 1.0, weights: str = "auto",
+                        compile: str = "off") -> "Colorizer":
         """Load a run folder (its newest good checkpoint) or a ``step-*.safetensors`` file.
 
         ``device``: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...; ``size``: the resolution the
         generator runs at (default: the one it was trained at); ``precision``: None (the training precision, as
         this device runs it), "auto", "fp32", "bf16" or "fp16"; ``weights``: "auto" (the moving average of the
-        generator's weights when the run kept one, :mod:`zoo.ema`, else the raw weights), "ema" or "raw".
+        generator's weights when the run kept one, :mod:`zoo.ema`, else the raw weights), "ema" or "raw";
+        ``compile``: "on", "off" or "auto" (on with CUDA): torch.compile the generator (a one-off cost of
+        seconds to a minute that pays over many photos, :class:`zoo.inference.Predictor`).
         """
         if size is not None and size < 1:
             raise SizeError(f"size must be a positive number of pixels, got {size}")
-        return cls(Predictor.load(path, device=device, precision=precision, weights=weights), size, saturation)
+        return cls(Predictor.load(path, device=device, precision=precision, weights=weights, compile=compile), size,
+                   saturation)
 
     @property
     def generator(self) -> nn.Module:

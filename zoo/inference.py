@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooError
-from zoo.runtime import Runtime, cpu_has_fast_bf16, cuda_has_fast_bf16, is_out_of_memory, select_device
+from zoo.runtime import (Runtime, compile_in_place, cpu_has_fast_bf16, cuda_has_fast_bf16, is_out_of_memory,
+                         resolve_compile, select_device)
 from zoo.text import shown
 
 if TYPE_CHECKING:
@@ -81,6 +82,14 @@ def inference_runtime(device: str | torch.device = "auto", trained_precision: st
                                                 f"natively, so {auto.why}")
 
 
+def _eager_if(compiled: bool):
+    """A context in which compiled modules run eagerly (torch >= 2.6; before that a compiled probe compiles)."""
+    import contextlib
+
+    stance = getattr(torch.compiler, "set_stance", None)
+    return stance("force_eager") if compiled and stance is not None else contextlib.nullcontext()
+
+
 class Predictor:
     """A generator ready for inference: ``Predictor.load(run_or_checkpoint).predict_ab(L)``.
 
@@ -89,34 +98,46 @@ class Predictor:
     mode is switched to eval mode for each call and back. ``name`` and ``source`` (the checkpoint) appear in
     messages; ``spec`` is the spec it was built from; ``weights`` which of a checkpoint's generators it is ("ema"
     or "raw", :func:`zoo.loading.load_trained`; None: not from a checkpoint).
+
+    ``compile=True`` compiles the generator's forward with inductor (:func:`zoo.runtime.compile_in_place`; the
+    first call of each input shape compiles, seconds to a minute). :meth:`predict_ab` then pads a batch smaller
+    than the largest it has run to that size, so a last partial batch does not compile again; calling the
+    Predictor directly with many shapes compiles per shape (torch falls back to eager after its recompile limit).
     """
 
     def __init__(self, generator: nn.Module, runtime: Runtime, name: str = "generator", source: str | None = None,
-                 spec: "TrainSpec | None" = None, prepare: bool = True, weights: str | None = None):
+                 spec: "TrainSpec | None" = None, prepare: bool = True, weights: str | None = None,
+                 compile: bool = False):
         self.runtime = runtime
         self.generator = runtime.prepare(generator) if prepare else generator
         self.name = name
         self.source = source
         self.spec = spec
         self.weights = weights
+        self.compiled = compile
+        self._largest_batch = 0  # compiled: what predict_ab pads smaller batches to
+        if compile:
+            compile_in_place(self.generator)
 
     @classmethod
-    def from_trained(cls, model: "TrainedModel", precision: str | None = None) -> "Predictor":
+    def from_trained(cls, model: "TrainedModel", precision: str | None = None, compile: str = "off") -> "Predictor":
         """A loaded model (:func:`zoo.loading.load_trained`) on its device; ``precision`` as
-        :func:`inference_runtime` (None: the training precision)."""
+        :func:`inference_runtime` (None: the training precision); ``compile``: on, off or auto (on with CUDA,
+        :func:`zoo.runtime.resolve_compile`)."""
         runtime = inference_runtime(model.device, model.spec.precision, precision)
         return cls(model.generator.eval(), runtime, model.name, str(model.checkpoint.path), model.spec,
-                   weights=model.weights)
+                   weights=model.weights, compile=resolve_compile(compile, runtime.device)[0])
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto", precision: str | None = None,
-             registry: "Registry | None" = None, weights: str = "auto") -> "Predictor":
+             registry: "Registry | None" = None, weights: str = "auto", compile: str = "off") -> "Predictor":
         """A run folder (its newest good checkpoint) or a ``step-*.safetensors`` file; ``weights``: "auto" (the
-        EMA of the generator's weights when the checkpoint has one, else the raw weights), "ema" or "raw"."""
+        EMA of the generator's weights when the checkpoint has one, else the raw weights), "ema" or "raw";
+        ``compile`` as :meth:`from_trained`."""
         from zoo.loading import load_trained
 
         return cls.from_trained(load_trained(path, device=select_device(device), registry=registry, weights=weights),
-                                precision)
+                                precision, compile)
 
     @property
     def device(self) -> torch.device:
@@ -163,7 +184,7 @@ class Predictor:
         so the finite images can still be used)."""
         n = L.shape[0]
         step = batch_size or max(n, 1)
-        parts = [self(L[start:start + step]) for start in range(0, n, step)]
+        parts = [self._fixed_shape_call(L[start:start + step]) for start in range(0, n, step)]
         ab = torch.cat(parts) if len(parts) != 1 else parts[0]
         if check_finite:
             bad = (~torch.isfinite(ab)).flatten(1).any(1)
@@ -174,11 +195,21 @@ class Predictor:
                                       f"{self.precision}: {hint}", idx, ab)
         return ab
 
+    def _fixed_shape_call(self, L: torch.Tensor) -> torch.Tensor:
+        """``self(L)``; compiled, a batch smaller than the largest run so far is padded to it (no recompile).
+        Eval mode has no batch statistics, so the padding does not change the real images' outputs."""
+        self._largest_batch = batch = max(self._largest_batch, L.shape[0])
+        if not self.compiled or L.shape[0] == batch:
+            return self(L)
+        pad = L.new_zeros((batch - L.shape[0], *L.shape[1:]))
+        return self(torch.cat([L, pad]))[:L.shape[0]]
+
     def runs_at(self, size: int) -> bool:
         """Whether the generator maps a (1, 1, size, size) L to a (1, 2, size, size) ab (OutOfMemory if the
         memory runs out: that is not an answer about the size)."""
         try:
-            out = self(torch.zeros(1, 1, size, size))
+            with _eager_if(self.compiled):  # a probe: not worth compiling for its shape
+                out = self(torch.zeros(1, 1, size, size))
         except OutOfMemory:
             raise
         except Exception:  # a shape mismatch inside the net is how a size that does not fit shows up

@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", choices=("ema", "raw"), metavar="W",
                    help="ema or raw: the moving average of the generator's weights or those of the last step "
                         "(default: ema when the checkpoint has them, i.e. the run was trained with ema; else raw)")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="torch.compile the generator: auto (default: on with CUDA, off on a CPU, where compiling "
+                        "takes about a minute and pays only for large folders), on, off")
     p.add_argument("--force", action="store_true",
                    help="write even inside a zoo run folder (a folder, FIFO or device is never replaced)")
     p.add_argument("--saturation", type=float, default=1.0, metavar="S",
@@ -56,5 +59,5 @@ def run(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, device=args.device, precision=args.precision,
                             force=args.force, progress=not args.no_progress, on_written=written,
                             saturation=args.saturation, smoothing=not args.no_smoothing,
-                            weights=args.weights or "auto")
+                            weights=args.weights or "auto", compile=args.compile)
     return result.exit_code
