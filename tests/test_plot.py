@@ -17,7 +17,9 @@ C0, C1 = (0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return train_tiny(root / "a", steps=2), train_tiny(root / "b", steps=3)
+    # a log row every step: curves of two and three points
+    return (train_tiny(root / "a", steps=2, extra_set=["log_every=1"]),
+            train_tiny(root / "b", steps=3, extra_set=["log_every=1"]))
 
 
 def pixels(path):
@@ -69,6 +71,9 @@ def test_write_curves_in_run_folder(runs, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "losses.jsonl").write_text("")
+    assert write_curves(empty) is None and not (empty / "curves.png").exists()
+    first_row = (run / "losses.jsonl").read_text().splitlines()[0]
+    (empty / "losses.jsonl").write_text(first_row + "\n")  # one row: no curve yet
     assert write_curves(empty) is None and not (empty / "curves.png").exists()
 
 

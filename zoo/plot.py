@@ -151,11 +151,14 @@ def plot_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, force: 
 def write_curves(run_dir: str | os.PathLike) -> Path | None:
     """Write ``RUN/curves.png`` from the run's own log (the engine calls this at each sample step and at the end).
 
-    Returns None, writing nothing, while the log has no usable row yet.
+    Returns None, writing nothing, while no curve has two points yet (a log of one row is no curve, and
+    drawing takes a second or two of the training thread).
     """
     try:
         log = read_log(run_dir)
     except PlotError:
+        return None
+    if all(len(steps) < 2 for steps, _ in log.series.values()):
         return None
     return render([log], Path(run_dir) / CURVES_FILE)
 
