@@ -111,6 +111,15 @@ def test_samples_use_the_ema_and_colorize_export_choose_it_by_default(tmp_path, 
         outs[w] = (tmp_path / w / "gray.png").read_bytes()
     assert "(EMA weights)" in capsys.readouterr().err
     assert outs["ema"] != outs["raw"]
+    # zoo eval scores the weights asked for (default: the EMA) and says which
+    scores = {}
+    for w in (None, "ema", "raw"):
+        assert main(["eval", str(run), "--json", "--no-perceptual", "--device", "cpu",
+                     *(["--weights", w] if w else [])]) == 0
+        report = json.loads(capsys.readouterr().out)
+        scores[w] = report["models"][run.name]
+        assert report["model_info"][run.name]["weights"] == (w or "ema")
+    assert scores[None] == scores["ema"] != scores["raw"]
 
 
 def test_asking_for_ema_weights_of_a_run_without_them_is_one_line(tiny_run, photos, tmp_path, capsys):

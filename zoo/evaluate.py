@@ -70,7 +70,7 @@ def candidate_from_trained(model, name: str, precision: str | None = None) -> Ca
     info = {"checkpoint": str(ckpt.path), "step": ckpt.step, "generator": spec.generator.name,
             "generator_options": spec.generator.options, "discriminator": spec.discriminator.name,
             "trained_image_size": spec.data.image_size, "trained_on": spec.data.source,
-            "precision": predictor.precision, "trained_precision": spec.precision}
+            "precision": predictor.precision, "trained_precision": spec.precision, "weights": model.weights}
     return Candidate(name, predictor.predict_ab, info)
 
 
@@ -86,13 +86,14 @@ def model_label(path: str | Path) -> str:
 
 
 def load_candidates(paths: Sequence[str | Path], device: torch.device | str = "cpu",
-                    precision: str | None = None) -> tuple[list[Candidate], list]:
-    """Load run folders / checkpoint files with ``zoo.loading.load_trained``; names are made unique."""
+                    precision: str | None = None, weights: str = "auto") -> tuple[list[Candidate], list]:
+    """Load run folders / checkpoint files with ``zoo.loading.load_trained`` (``weights``: "auto", "ema" or
+    "raw", as there); names are made unique."""
     from zoo.loading import load_trained
 
     candidates, models, seen = [], [], {GRAY_BASELINE: 1}
     for path in paths:
-        model = load_trained(path, device=device)
+        model = load_trained(path, device=device, weights=weights)
         label = model_label(path)
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:
@@ -303,18 +304,19 @@ def evaluate(candidates: Sequence[Candidate], images: EvalImages, device: torch.
 def evaluate_paths(paths: Sequence[str | Path], data: str = "embedded", split: str = "val",
                    image_size: int | None = None, device: str = "auto", batch_size: int = 16,
                    log: Callable[[str], None] | None = None, precision: str | None = None,
-                   previews: int = 0, perceptual: bool = True) -> Evaluation:
+                   previews: int = 0, perceptual: bool = True, weights: str = "auto") -> Evaluation:
     """What ``zoo eval`` does: load the models, decode the split once, score them all and the gray baseline.
 
     Without ``image_size`` the models' training size is used; models trained at different sizes need one.
     The split seed and fraction of a folder source are the first model's (its held-out images). ``precision``:
     None for each model's training precision (as this device runs it), or fp32, bf16, fp16, auto for all.
+    ``weights``: "auto" (each checkpoint's EMA weights when it has them, else its raw ones), "ema" or "raw".
     """
     from zoo.runtime import select_device
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     dev = select_device(device)
-    candidates, models = load_candidates(paths, dev, precision)
+    candidates, models = load_candidates(paths, dev, precision, weights)
     if image_size is None:
         sizes = sorted({m.image_size for m in models})
         if len(sizes) > 1:

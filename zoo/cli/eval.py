@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=PRECISIONS, metavar="P",
                    help="fp32, bf16, fp16 or auto (default: each model's training precision, as this device runs it)")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default 16)")
+    p.add_argument("--weights", choices=("ema", "raw"), metavar="W",
+                   help="ema or raw: score the moving average of the generator's weights or those of the last step "
+                        "(default: ema when a checkpoint has them, else raw)")
     p.add_argument("--no-perceptual", action="store_true",
                    help="skip FID and LPIPS (otherwise computed when their weights are available; offline each is "
                         "skipped with one line in the protocol)")
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError(f"--batch-size must be at least 1, got {args.batch_size}")
     evaluation = evaluate_paths(args.models, data=args.data, split=args.split, image_size=args.size,
                                 device=args.device, batch_size=args.batch_size, precision=args.precision,
-                                perceptual=not args.no_perceptual)
+                                perceptual=not args.no_perceptual, weights=args.weights or "auto")
     if args.json:
         print(json.dumps(evaluation.to_json(), indent=2, allow_nan=False))
     else:
