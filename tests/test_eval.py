@@ -151,3 +151,27 @@ def test_eval_runs_in_the_training_precision_and_fp32_on_request(colourful_run):
     assert ab32.abs().max() > 0.1  # coloured (over 11 Lab units somewhere): the comparison means something
     assert 0 < (ab32 - ab16).abs().max() < 0.02
     assert torch.equal(ab32, Predictor.load(colourful_run, device="cpu", precision="fp32").predict_ab(L))
+
+
+def test_saturation_sweep_scores_each_value_as_colorize_writes_it(tiny_run, capsys):
+    from conftest import zoo_here
+
+    proc = zoo_here(capsys, "eval", str(tiny_run), "--json", "--no-perceptual", "--saturation", "0,1,2")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    names = [f"run S={s}" for s in ("0", "1", "2")]
+    assert set(report["models"]) == {GRAY_BASELINE, *names}
+    assert [report["model_info"][n]["saturation"] for n in names] == [0.0, 1.0, 2.0]
+    # S=0 writes the gray image: every RGB metric of every image equals the gray baseline's
+    rgb = ("psnr", "ssim", "deltae00", "colorfulness")
+    by_model = {}
+    for row in report["images"]:
+        by_model.setdefault(row["model"], []).append([row[k] for k in rgb])
+    assert by_model["run S=0"] == by_model[GRAY_BASELINE] and len(by_model[GRAY_BASELINE]) >= 2
+    cf = {n: report["models"][n]["colorfulness"] for n in names}
+    assert cf["run S=0"] == report["models"][GRAY_BASELINE]["colorfulness"] <= cf["run S=1"] <= cf["run S=2"]
+    # and S=1 alone is the plain evaluation
+    plain = json.loads(zoo_here(capsys, "eval", str(tiny_run), "--json", "--no-perceptual").stdout)
+    assert plain["models"]["run"] == report["models"]["run S=1"]
+    bad = zoo_here(capsys, "eval", str(tiny_run), "--saturation", "1,x")
+    assert bad.returncode == 2 and "--saturation takes numbers separated by commas" in bad.stderr

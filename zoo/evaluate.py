@@ -12,7 +12,9 @@ The protocol is part of every result (``Evaluation.protocol``, printed by ``zoo 
 4. The prediction is exactly what ``zoo colorize`` writes for the resized image (:func:`zoo.colorize.compose`):
    Lab (the input's L, the predicted ab x 110) to sRGB, colours outside sRGB desaturated keeping L and hue
    (:func:`zoo.lab.fit_gamut`), rounded to uint8 half up (:func:`zoo.lab.to_uint8`). ab L1/L2 use the
-   generator's raw ab output; every other metric uses the uint8 RGB prediction.
+   generator's raw ab output (times the saturation S, below); every other metric uses the uint8 RGB prediction.
+   ``--saturation S1,S2,...`` scores each model once per S (a row "NAME S=1.2"), composed at that
+   saturation as ``zoo colorize --saturation S`` writes it: the way to pick S on a validation set.
 5. The gray baseline (ab = 0: the input's L alone) is scored the same way, in every table.
 6. A mean is the arithmetic mean over images of per-image values; PSNR is capped per image at
    ``zoo.metrics.PSNR_MAX_DB`` so a photo that is already gray (gray baseline PSNR infinite) keeps the mean finite.
@@ -51,6 +53,7 @@ class Candidate:
     name: str
     predict: Callable[[torch.Tensor], torch.Tensor]
     info: dict[str, Any] = field(default_factory=dict)
+    saturation: float = 1.0  # the colour saturation its outputs are composed at (zoo.colour_control)
 
 
 def gray_baseline() -> Candidate:
@@ -270,8 +273,8 @@ def evaluate(candidates: Sequence[Candidate], images: EvalImages, device: torch.
                 raise SpecError(f"{cand.name} returned {got} for {size} px images, expected "
                                 f"({L.shape[0]}, 2, {size}, {size})")
             fake = fake.float()
-            pred = np.stack([compose(truth[i], fake[i]) for i in range(fake.shape[0])])
-            pred_ab = fake.double().cpu().numpy()
+            pred = np.stack([compose(truth[i], fake[i], cand.saturation) for i in range(fake.shape[0])])
+            pred_ab = (fake.double() * cand.saturation).cpu().numpy()
             batch_scores[cand.name] = [metrics.image_metrics(pred[i], truth[i], pred_ab[i], true_ab[i])
                                        for i in range(pred.shape[0])]
             if use_lpips:
@@ -304,14 +307,19 @@ def evaluate(candidates: Sequence[Candidate], images: EvalImages, device: torch.
 def evaluate_paths(paths: Sequence[str | Path], data: str = "embedded", split: str = "val",
                    image_size: int | None = None, device: str = "auto", batch_size: int = 16,
                    log: Callable[[str], None] | None = None, precision: str | None = None,
-                   previews: int = 0, perceptual: bool = True, weights: str = "auto") -> Evaluation:
+                   previews: int = 0, perceptual: bool = True, weights: str = "auto",
+                   saturations: Sequence[float] = (1.0,)) -> Evaluation:
     """What ``zoo eval`` does: load the models, decode the split once, score them all and the gray baseline.
 
     Without ``image_size`` the models' training size is used; models trained at different sizes need one.
     The split seed and fraction of a folder source are the first model's (its held-out images). ``precision``:
     None for each model's training precision (as this device runs it), or fp32, bf16, fp16, auto for all.
     ``weights``: "auto" (each checkpoint's EMA weights when it has them, else its raw ones), "ema" or "raw".
+    ``saturations``: more than one (or one other than 1) scores every model once per value, named "NAME S=s".
     """
+    from zoo.colour_control import check_saturation
+
+    saturations = [check_saturation(value) for value in saturations]
     from zoo.runtime import select_device
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -323,6 +331,9 @@ def evaluate_paths(paths: Sequence[str | Path], data: str = "embedded", split: s
             raise SpecError(f"the models were trained at different image sizes ({', '.join(map(str, sizes))} px): "
                             f"pass --size N to compare them at one size")
         image_size = sizes[0]
+    if list(saturations) != [1.0]:
+        candidates = [Candidate(f"{c.name} S={value:g}", c.predict, {**c.info, "saturation": value}, value)
+                      for c in candidates for value in saturations]
     data_spec = models[0].spec.data
     images = load_images(data, split, image_size, data_spec.split_seed, data_spec.val_fraction, log=log)
     folder = Path(data).is_dir() if data not in ("embedded", "coco-sample") else False

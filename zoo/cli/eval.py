@@ -31,6 +31,10 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", choices=("ema", "raw"), metavar="W",
                    help="ema or raw: score the moving average of the generator's weights or those of the last step "
                         "(default: ema when a checkpoint has them, else raw)")
+    p.add_argument("--saturation", metavar="S[,S...]", default="1",
+                   help="colour saturation the outputs are scored at, as zoo colorize --saturation writes them; "
+                        "several (e.g. 0.8,1,1.25,1.5) score each model once per value, to pick the best "
+                        "(default: 1, the model's colours)")
     p.add_argument("--no-perceptual", action="store_true",
                    help="skip FID and LPIPS (otherwise computed when their weights are available; offline each is "
                         "skipped with one line in the protocol)")
@@ -40,12 +44,18 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from zoo.errors import SpecError
     from zoo.evaluate import evaluate_paths, format_text
+    from zoo.text import shown
 
     if args.batch_size < 1:
         raise SpecError(f"--batch-size must be at least 1, got {args.batch_size}")
+    try:
+        saturations = [float(part) for part in args.saturation.split(",")]
+    except ValueError:
+        raise SpecError(f"--saturation takes numbers separated by commas (e.g. 0.8,1,1.25), got "
+                        f"{shown(args.saturation)}") from None
     evaluation = evaluate_paths(args.models, data=args.data, split=args.split, image_size=args.size,
                                 device=args.device, batch_size=args.batch_size, precision=args.precision,
-                                perceptual=not args.no_perceptual, weights=args.weights or "auto")
+                                perceptual=not args.no_perceptual, weights=args.weights or "auto", saturations=saturations)
     if args.json:
         print(json.dumps(evaluation.to_json(), indent=2, allow_nan=False))
     else:
