@@ -386,3 +386,17 @@ def test_batches_for_epoch():
 
     sampler = EpochBatches(10, 4, seed=7)
     assert len(sampler) == 2 and sampler.epoch(0) == batches
+
+
+def test_sklearn_photos_are_read_as_scikit_learn_reads_them():
+    """The embedded source reads scikit-learn's sample JPEGs from its package folder (no sklearn import at
+    start-up); the pixels are exactly load_sample_image's."""
+    from sklearn.datasets import load_sample_image
+
+    from zoo.data import EMBEDDED_TRAIN, embedded_source
+
+    items = {item.name: item for item in embedded_source().train}
+    names = [n for n in EMBEDDED_TRAIN if n.startswith("sklearn:")]
+    assert names == ["sklearn:china.jpg", "sklearn:flower.jpg"]
+    for name in names:
+        assert np.array_equal(np.asarray(items[name].load()), load_sample_image(name.split(":")[1])), name
