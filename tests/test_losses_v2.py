@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import zoo.errors
 import zoo.testing
 from conftest import make_plugin_dist, run_zoo, tiny_args, tiny_spec, train
 from zoo.hookspecs import DiscriminatorOutput, StepContext
@@ -261,6 +263,54 @@ def test_spec_records_providers_and_resume_checks_them(tmp_path):
     (run / "spec.json").write_text(json.dumps(spec))
     proc = run_zoo("train", "--resume", str(run), "--steps", "2", "--no-progress", check_rc=0)
     assert "zoo: warning: gan loss 'hinge' was recorded from zoo==0.0.1 and now comes from zoo==" in proc.stderr
+
+
+OTHER_UNET = """
+import torch
+import zoo
+
+class Opts(zoo.Options):
+    pass
+
+@zoo.hookimpl
+def register_generators(register):
+    register("unet", lambda o, c: torch.nn.Conv2d(1, 2, 1), Opts)
+"""
+
+
+def _with_generator_provider(src: Path, dst: Path, provider: str) -> Path:
+    """A copy of checkpoint ``src`` whose embedded spec records ``provider`` for its generator (weights unchanged)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(src), "pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    spec = json.loads(metadata["spec"])
+    spec["generator"]["provider"] = provider
+    save_file(tensors, str(dst), metadata={**metadata, "spec": json.dumps(spec)})
+    return dst
+
+
+def test_checkpoints_load_the_component_their_spec_recorded(tmp_path, tiny_run, photos):
+    """A package installed after training that also registers the run's generator name does not change or break
+    what colorize (any checkpoint loader) builds: the recorded provider picks zoo's; a provider that is gone is
+    refused in one line naming the checkpoint."""
+    from zoo.loading import load_trained
+    from zoo.registry import load_registry
+    env = make_plugin_dist(tmp_path / "site", "other-gen", {"other_unet": OTHER_UNET}, {"ounet": "other_unet"},
+                           version="2.0")
+    assert "clash: generator 'unet'" in run_zoo("plugins", env=env, check_rc=0).stdout
+    out = tmp_path / "out"
+    proc = run_zoo("colorize", str(photos / "astronaut.png"), "--model", str(tiny_run), "--out", str(out),
+                   "--no-progress", env=env, check_rc=0)
+    assert (out / "astronaut.png").is_file() and "Traceback" not in proc.stderr
+    # in process: the same checkpoint, recorded from a distribution that no longer provides the name
+    ckpt = sorted((tiny_run / "checkpoints").glob("step-*.safetensors"))[-1]
+    moved = _with_generator_provider(ckpt, tmp_path / "step-000002.safetensors", "gone-gen==1.0")
+    with pytest.raises(zoo.errors.CheckpointError) as info:
+        load_trained(moved, registry=load_registry())
+    msg = str(info.value)
+    assert msg.startswith(f"'{moved}'") and "recorded from 'gone-gen==1.0'" in msg and "\n" not in msg
+    assert load_trained(ckpt, registry=load_registry()).generator.__class__.__name__ != "Conv2d"
 
 
 # ---- real training through `zoo train` -----------------------------------------------------------------------

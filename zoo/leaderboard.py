@@ -562,7 +562,8 @@ def _run(config: LeaderboardConfig, log: Callable[[str], None]) -> LeaderboardRe
         for k in range(config.seeds):
             spec = entry_spec(config, entry, k).resolved(registry)
             if k == 0:
-                registry.create("generator", spec.generator.name, spec.generator.options, spec.context())
+                registry.create("generator", spec.generator.name, spec.generator.options, spec.context(),
+                                provider=spec.generator.provider)
             fp = fingerprints.get(spec.data.source)
             if fp is None:
                 fp = fingerprints[spec.data.source] = data_fingerprint(spec)

@@ -21,9 +21,9 @@ from torch import nn
 from zoo.checkpoint import Checkpoint
 from zoo.models import load_weights
 from zoo.runfolder import list_checkpoints, open_checkpoint
-from zoo.errors import CheckpointError, SpecError, UnknownComponent
+from zoo.errors import CheckpointError, DuplicateComponent, SpecError, UnknownComponent
 from zoo.registry import DISABLE_ENV, Registry, disabled_plugins, get_registry
-from zoo.spec import TrainSpec, spec_from_json
+from zoo.spec import TrainSpec, recorded_component, spec_from_json
 from zoo.text import shown
 
 #: the choices of ``weights`` (``--weights``): auto = the EMA when the checkpoint has one, else raw
@@ -64,8 +64,12 @@ def check_finite(tensors: dict[str, torch.Tensor], what: str, path: Path) -> Non
 
 
 def _build(registry: Registry, kind: str, spec_part, spec: TrainSpec, path: Path) -> nn.Module:
+    """The net a checkpoint's spec slot names, from the provider the spec recorded (:func:`zoo.spec.recorded_component`:
+    a short name another package now also registers still means the trained component; a provider that no longer
+    provides it is refused, naming the checkpoint)."""
     try:
-        return registry.create(kind, spec_part.name, spec_part.options, spec.context(), check=False)
+        component = recorded_component(kind, spec_part, registry)
+        return component.create(spec_part.options, spec.context(), check=False)
     except UnknownComponent:
         blocked = sorted(disabled_plugins())
         if blocked:
@@ -76,6 +80,8 @@ def _build(registry: Registry, kind: str, spec_part, spec: TrainSpec, path: Path
             ) from None
         raise CheckpointError(f"{shown(path)} needs {kind} {shown(spec_part.name)}, which is not installed; "
                               f"install the plugin that provides it (`zoo list` shows what is)") from None
+    except DuplicateComponent as exc:  # a spec without a recorded provider (written before zoo recorded them)
+        raise CheckpointError(f"{shown(path)}: {exc}") from None
     except SpecError as exc:
         raise CheckpointError(f"{shown(path)} holds a spec this zoo cannot use ({exc}); it was written by another "
                               f"version of zoo or of the plugin") from None

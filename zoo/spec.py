@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from zoo.errors import SpecError, ZooError
 from zoo.options import Options
-from zoo.registry import BuildContext, Registry, canonical_package, format_validation_error
+from zoo.registry import BuildContext, Component, Registry, canonical_package, format_validation_error
 from zoo.text import one_line, shown
 
 SLOTS = {"generator": "generator", "discriminator": "discriminator", "gan_loss": "gan_loss",
@@ -206,9 +206,10 @@ class TrainSpec(SpecOptions):
         return self.model_copy(update=updates)
 
 
-def resolve_component(kind: str, comp_spec: ComponentSpec, registry: Registry) -> ComponentSpec:
-    """One slot resolved: the component looked up (by its recorded provider when the spec has one), its options
-    validated and filled, its provider recorded; its name kept short unless that short name clashes.
+def recorded_component(kind: str, comp_spec: ComponentSpec, registry: Registry) -> Component:
+    """The component a spec slot names, looked up by its recorded provider when the slot has one (a stored spec:
+    spec.json, a checkpoint's spec, a leaderboard entry), so a short name that another package now also registers
+    still means the component the run was trained with.
 
     The provider rule (documented in zoo.hookspecs): a recorded provider whose distribution no longer provides the
     name is refused (SpecError, one line); a different version of it is a ProviderWarning (one line)."""
@@ -232,6 +233,15 @@ def resolve_component(kind: str, comp_spec: ComponentSpec, registry: Registry) -
         if pin is not None and pin != comp_spec.provider:
             warnings.warn(f"{where} was recorded from {comp_spec.provider} and now comes from {pin}: its defaults or "
                           f"behaviour may have changed", ProviderWarning, stacklevel=3)
+    return component
+
+
+def resolve_component(kind: str, comp_spec: ComponentSpec, registry: Registry) -> ComponentSpec:
+    """One slot resolved: the component looked up (:func:`recorded_component`: by its recorded provider when the
+    spec has one), its options validated and filled, its provider recorded; its name kept short unless that short
+    name clashes."""
+    component = recorded_component(kind, comp_spec, registry)
+    pin = component.plugin.pin
     opts = component.options(comp_spec.options)
     clashes = component.name in registry.clashes[kind]
     out = {"name": component.qualified_name if clashes else component.name,
