@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_zoo
+from conftest import run_zoo, zoo_here
+from zoo.evaluate import GRAY_BASELINE
 from zoo.hookspecs import StepContext
 from zoo.registry import get_registry
 from zoo_plugins.generators.eccv16 import ab_bins, annealed_mean
@@ -83,7 +84,7 @@ def test_the_loss_learns_the_prior_and_refuses_a_generator_without_logits():
         loss(StepContext("generator", torch.zeros(1, 1, 8, 8), real, real, {}))
 
 
-def test_zoo_train_then_colorize_eccv16(tmp_path, photos):
+def test_zoo_train_then_colorize_eval_export_eccv16(tmp_path, photos, capsys):
     run_zoo("train", "--data", str(photos), "--steps", "2", "--out", str(tmp_path / "e"),
             "--gen", "eccv16", "--pixel-loss", "eccv16_ce", "--image-size", "32", "--batch-size", "4",
             "--set", "generator.options.ngf=8", "--set", "generator.options.n_blocks=1",
@@ -97,3 +98,15 @@ def test_zoo_train_then_colorize_eccv16(tmp_path, photos):
     run_zoo("colorize", str(photo), "--model", str(tmp_path / "e"), "--out", str(out), "--no-progress",
             check_rc=0)
     assert len(list(out.iterdir())) == 1
+    # the checkpoint scores and exports like any other (the generator's auxiliary logits stay inside)
+    proc = zoo_here(capsys, "eval", str(tmp_path / "e"), "--data", str(photos), "--json", "--no-perceptual")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert set(report["models"]) == {"e", GRAY_BASELINE}
+    assert report["models"]["e"] and all(np.isfinite(v) for v in report["models"]["e"].values())
+    exported = tmp_path / "eccv16.pt2"
+    proc = zoo_here(capsys, "export", "--model", str(tmp_path / "e"), "--out", str(exported))
+    assert proc.returncode == 0 and exported.stat().st_size > 0, proc.stderr
+    program = torch.export.load(str(exported)).module()
+    ab = program(torch.zeros(1, 1, 32, 32))
+    assert ab.shape == (1, 2, 32, 32) and bool(torch.isfinite(ab).all())

@@ -59,6 +59,9 @@ def test_grid_entries_seeds_and_a_separate_test_set(board, photos):
     # per-image scores of every run and the gray baseline
     assert len(data["images"]) == (2 * 2 + 1) * 6
     assert {r["seed"] for r in data["images"] if r["model"] == "lsgan"} == {0, 1}
+    import zoo
+    assert all(e["spec"][slot]["provider"] == f"zoo=={zoo.__version__}" for e in data["entries"]
+               for slot in ("generator", "discriminator", "gan_loss", "pixel_loss"))  # provenance of every slot
     assert "about" in proc.stderr and "left" in proc.stderr  # time per run and the time left, in the log
     assert {"torch", "scipy", "scikit-image"} <= set(data["versions"]) and data["hardware"]["cpu_cores"] >= 1
 
@@ -210,6 +213,31 @@ def test_board_file_entries_are_whole_specs_fitted_by_declarations(tmp_path):
     board.write_text("entries:\n  - {name: a, sett: []}\n")
     with pytest.raises(SpecError, match="unknown key 'sett'"):
         LeaderboardConfig.from_cli(config=str(board))
+
+
+def test_grid_flags_preset_and_v2_components_make_one_entry_per_combination(tmp_path):
+    """--discs, --pixel-losses and --gan-losses with v2 components (multiscale D, hinge, eccv16's classification
+    loss) and --preset: one entry per combination, named by what varies, each a spec that resolves and fits 32 px."""
+    from zoo.leaderboard import LeaderboardConfig, entry_spec
+    from zoo.registry import get_registry
+
+    config = LeaderboardConfig.from_cli(gens=["unet"], discs=["patch", "multiscale"], gan_losses=["hinge"],
+                                        pixel_losses=["l1", "rgb_l1"], preset="cpu", image_size=32,
+                                        out=str(tmp_path / "b"))
+    assert [e.name for e in config.entries] == ["patch/l1", "patch/rgb_l1", "multiscale/l1", "multiscale/rgb_l1"]
+    specs = [entry_spec(config, e).resolved(get_registry()) for e in config.entries]
+    assert [(s.discriminator.name, s.pixel_loss.name, s.gan_loss.name) for s in specs] == [
+        ("patch", "l1", "hinge"), ("patch", "rgb_l1", "hinge"), ("multiscale", "l1", "hinge"),
+        ("multiscale", "rgb_l1", "hinge")]
+    # the preset's values, fitted to 32 px by each component's declared depth option
+    assert all(s.data.image_size == 32 and s.generator.options["ngf"] == 32 for s in specs)
+    assert all(s.generator.options["n_down"] == 5 for s in specs)
+    eccv = LeaderboardConfig.from_cli(gens=["eccv16"], pixel_losses=["eccv16_ce"], image_size=32)
+    assert [e.name for e in eccv.entries] == ["eccv16"]
+    spec = entry_spec(eccv, eccv.entries[0]).resolved(get_registry())
+    assert (spec.generator.name, spec.pixel_loss.name) == ("eccv16", "eccv16_ce")
+    with pytest.raises(SpecError, match="--pixel-losses is empty"):
+        LeaderboardConfig.from_cli(pixel_losses=[])
 
 
 def test_leaderboard_html_is_self_contained_and_sortable(board):
