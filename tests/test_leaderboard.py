@@ -16,7 +16,9 @@ from PIL import Image, ImageStat
 
 from zoo.errors import SpecError
 from zoo.evaluate import GRAY_BASELINE
-from zoo.leaderboard import MARKER, Budget, sort_rows
+from zoo.board_entries import Budget
+from zoo.board_folder import MARKER
+from zoo.board_ranking import sort_rows
 from zoo.leaderboard_render import render_markdown
 from zoo.metrics import METRICS
 
@@ -187,7 +189,7 @@ def test_out_must_be_new_empty_or_a_board_zoo_made(tmp_path, capsys):
 
 
 def test_board_file_entries_are_whole_specs_fitted_by_declarations(tmp_path):
-    from zoo.leaderboard import LeaderboardConfig, entry_spec
+    from zoo.board_entries import LeaderboardConfig, entry_spec
 
     (tmp_path / "wide.yaml").write_text("generator:\n  options:\n    ngf: 16\n")
     board = tmp_path / "board.yaml"
@@ -218,7 +220,7 @@ def test_board_file_entries_are_whole_specs_fitted_by_declarations(tmp_path):
 def test_grid_flags_preset_and_v2_components_make_one_entry_per_combination(tmp_path):
     """--discs, --pixel-losses and --gan-losses with v2 components (multiscale D, hinge, eccv16's classification
     loss) and --preset: one entry per combination, named by what varies, each a spec that resolves and fits 32 px."""
-    from zoo.leaderboard import LeaderboardConfig, entry_spec
+    from zoo.board_entries import LeaderboardConfig, entry_spec
     from zoo.registry import get_registry
 
     config = LeaderboardConfig.from_cli(gens=["unet"], discs=["patch", "multiscale"], gan_losses=["hinge"],
@@ -304,4 +306,4 @@ def test_sort_rows_follows_each_metrics_direction():
     assert [r["model"] for r in sort_rows(rows, "deltae00")] == ["c", "a", "b"]  # lower is better
     assert [r["model"] for r in sort_rows(rows, "psnr")] == ["b", "c", "a"]  # higher is better
     assert [r["model"] for r in sort_rows(rows, "train_img_per_s")] == ["c", "b", "a"]  # no value: last
-    assert set(METRICS) <= set(__import__("zoo.leaderboard", fromlist=["SORT_KEYS"]).SORT_KEYS)
+    assert set(METRICS) <= set(__import__("zoo.board_entries", fromlist=["SORT_KEYS"]).SORT_KEYS)

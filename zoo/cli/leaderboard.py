@@ -10,7 +10,7 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def add_parser(sub) -> None:
-    from zoo.leaderboard import DEFAULT_BUDGET, SORT_KEYS
+    from zoo.board_entries import DEFAULT_BUDGET, SORT_KEYS
 
     p = sub.add_parser(
         "leaderboard", help="train entries with N seeds and rank them with 95 %% intervals against the gray baseline",
@@ -51,7 +51,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from zoo.errors import SpecError
-    from zoo.leaderboard import LeaderboardConfig, merge_boards, run_leaderboard
+    from zoo.board_entries import LeaderboardConfig
+    from zoo.leaderboard import merge_boards, run_leaderboard
 
     command = " ".join(["zoo", *sys.argv[1:]])
     if args.merge:

@@ -1,0 +1,134 @@
+"""The board folder (``--out``) and the identity of its runs.
+
+* A board folder is new, empty, or one zoo made: its marker ``.zoo-board.json`` lists the finished runs (by spec
+  hash) and the measured throughputs, so the same command continues a board and reuses what finished.
+* A run is named by :func:`spec_hash`: the resolved spec (less where its files go), the budget and a fingerprint
+  of the training data (:func:`data_fingerprint`).
+* The outputs: ``leaderboard.json`` (everything) and, rendered from it alone by :mod:`zoo.leaderboard_render`,
+  ``leaderboard.md`` and ``leaderboard.html``, each written atomically (:func:`finish` ranks, then writes).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from zoo.board_entries import Budget
+from zoo.board_ranking import compare_with_gray, summarize
+from zoo.fileio import check_output_file, write_text
+from zoo.leaderboard_render import render_html, render_markdown
+from zoo.registry import get_registry
+from zoo.text import shown
+
+MARKER = ".zoo-board.json"  # a board folder zoo made: its finished runs and measured throughputs
+MARKER_FORMAT = "zoo-board/1"
+OUTPUTS = ("leaderboard.json", "leaderboard.md", "leaderboard.html")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Identity of a run: spec hash and data fingerprint
+
+
+def data_fingerprint(spec) -> dict[str, Any]:
+    """What the training data is: the source, its file list with sizes and mtimes (a folder), or the names of
+    the embedded photos; and its sha256."""
+    from zoo.data import resolve_source
+
+    src = resolve_source(spec.data.source, seed=spec.data.split_seed, val_fraction=spec.data.val_fraction)
+    files = []
+    for side, items in (("train", src.train), ("val", src.val)):
+        for item in items:
+            entry = [side, item.name]
+            if item.path is not None:
+                try:
+                    st = os.stat(item.path)
+                    entry += [st.st_size, st.st_mtime_ns]
+                except OSError:
+                    entry += [None, None]
+            files.append(entry)
+    digest = hashlib.sha256(json.dumps([src.name, files]).encode("utf-8")).hexdigest()
+    return {"source": src.name, "train": len(src.train), "val": len(src.val), "sha256": digest}
+
+
+def spec_hash(spec, budget: Budget | None, fingerprint: dict[str, Any]) -> str:
+    """sha256 of the resolved spec (less where its files go), the budget (a time budget's step count is
+    measured, so the budget stands for it) and the data fingerprint."""
+    exclude = {"out", "run_name"} | ({"steps"} if budget is not None and budget.seconds is not None else set())
+    payload = {"spec": spec.resolved(get_registry()).model_dump(mode="json", exclude=exclude),
+               "budget": budget.describe() if budget is not None else None, "data": fingerprint["sha256"]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def throughput_key(spec, budget: Budget | None) -> str:
+    """Throughput is measured once per entry (seed and data do not change a step's time)."""
+    return spec_hash(spec.model_copy(update={"seed": 0}), budget, {"sha256": ""})[:16]
+
+
+def run_folder_name(entry: str, seed: int, hash_: str) -> str:
+    """The folder (under the board's ``runs/``) of one entry and seed: the entry name made safe for a path (any
+    character outside ``A-Za-z0-9._-`` becomes ``_``; never empty, never ``.``/``..``), the seed and the hash."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", entry).strip("._") or "entry"
+    return f"{safe}-seed{seed}-{hash_[:10]}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The board folder
+
+
+def check_board_folder(out: Path, flag: str = "--out") -> dict[str, Any]:
+    """Refuse an --out that is not new, empty or a board folder zoo made; return its marker's state."""
+    from zoo.fileio import OutputRefused
+
+    out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise OutputRefused(f"{flag} {shown(out)} exists and is not a folder: give a new folder for the board")
+    state: dict[str, Any] = {"format": MARKER_FORMAT, "runs": {}, "probes": {}}
+    if out.is_dir():
+        marker = out / MARKER
+        if marker.is_file():
+            try:
+                loaded = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise OutputRefused(f"{flag} {shown(out)}: its board marker {MARKER} is unreadable ({exc}); move "
+                                    f"it away or choose another folder") from None
+            if not isinstance(loaded, dict) or loaded.get("format") != MARKER_FORMAT:
+                raise OutputRefused(f"{flag} {shown(out)}: {MARKER} is not a zoo board marker; choose another folder")
+            state.update(loaded)
+        elif any(out.iterdir()):
+            raise OutputRefused(f"{flag} {shown(out)} is a non-empty folder zoo did not make as a board (no "
+                                f"{MARKER}): nothing in it is touched; choose a new or empty folder")
+    for name in OUTPUTS:
+        check_output_file(out / name, (Path(name).suffix,), "a leaderboard file", flag=flag)
+    return state
+
+
+def save_state(out: Path, state: dict[str, Any]) -> None:
+    write_text(Path(out) / MARKER, json.dumps(state, indent=2, allow_nan=False))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The three files
+
+
+def finish(data: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Rank, compare and write the three files of a board's data."""
+    data["rows"] = summarize(data)
+    data["vs_gray"] = compare_with_gray(data["rows"])
+    write_outputs(data, out)
+    return data
+
+
+def write_outputs(data: dict[str, Any], out: Path) -> None:
+    """leaderboard.json and, rendered from it, leaderboard.md and leaderboard.html, each written atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("leaderboard.json", json.dumps(data, indent=2, allow_nan=False)),
+                       ("leaderboard.md", render_markdown(data)), ("leaderboard.html", render_html(data))):
+        write_text(out / name, text)
+
+
+__all__ = ["MARKER", "OUTPUTS", "check_board_folder", "data_fingerprint", "finish", "run_folder_name",
+           "save_state", "spec_hash", "throughput_key", "write_outputs"]
