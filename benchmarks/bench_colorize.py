@@ -34,7 +34,7 @@ RESULTS: dict[str, float] = {}
 def folder(tmp_path_factory) -> Path:
     from PIL import ImageOps
 
-    from zoo.data import embedded_source
+    from zoo.sources import embedded_source
 
     src = embedded_source()
     root = tmp_path_factory.mktemp("photos")
@@ -64,7 +64,7 @@ def colorizer(bench_config):
 
 def _sequential(colorizer, paths: list[Path], out: Path) -> None:
     from zoo.colorize import combine, save_image
-    from zoo.data import load_rgb
+    from zoo.image_file import load_rgb
 
     for start in range(0, len(paths), BATCH):
         chunk = paths[start:start + BATCH]

@@ -113,7 +113,7 @@ class Photos:
         if path.is_file():
             return path
         if self._bases is None:
-            from zoo.data import embedded_source
+            from zoo.sources import embedded_source
 
             source = embedded_source()
             self._bases = [item.load() for item in source.train + source.val]
@@ -165,7 +165,7 @@ def caches(photos):
 
     def get(folder: Path, size: int) -> float:
         from zoo import datacache
-        from zoo.data import resolve_source
+        from zoo.sources import resolve_source
 
         key = (str(folder), size)
         if key not in built:

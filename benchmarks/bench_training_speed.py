@@ -114,7 +114,7 @@ class SeedStyleDataset(torch.utils.data.Dataset):
 
 
 def _embedded_jpegs(folder: Path, max_side: int = 640) -> list[Path]:
-    from zoo.data import EMBEDDED_TRAIN, embedded_source
+    from zoo.sources import EMBEDDED_TRAIN, embedded_source
 
     paths = []
     for item in embedded_source().train:

@@ -8,16 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.data import (
-    EpochBatches,
-    UnreadableImage,
-    augment_batch,
-    batches_for_epoch,
-    decode_items,
-    describe_skipped,
-    load_rgb,
-    resolve_source,
-)
+from zoo.data import EpochBatches, augment_batch, batches_for_epoch, decode_items, describe_skipped
+from zoo.image_file import UnreadableImage, load_rgb
+from zoo.sources import resolve_source
 from zoo.errors import DataError
 
 from conftest import bomb_png, truncate
@@ -268,9 +261,9 @@ def empty_fastai_home(tmp_path, monkeypatch):
 def test_coco_sample_offline_is_a_quick_data_error(empty_fastai_home):
     from fastai.data.external import URLs
 
-    from zoo.data import _reachable
+    from zoo.sources import reachable
 
-    if _reachable(URLs.COCO_SAMPLE, timeout=2) is None:
+    if reachable(URLs.COCO_SAMPLE, timeout=2) is None:
         pytest.skip("the COCO_SAMPLE host is reachable: this test only covers the offline path")
     start = time.monotonic()
     with pytest.raises(DataError) as info:
@@ -393,7 +386,7 @@ def test_sklearn_photos_are_read_as_scikit_learn_reads_them():
     start-up); the pixels are exactly load_sample_image's."""
     from sklearn.datasets import load_sample_image
 
-    from zoo.data import EMBEDDED_TRAIN, embedded_source
+    from zoo.sources import EMBEDDED_TRAIN, embedded_source
 
     items = {item.name: item for item in embedded_source().train}
     names = [n for n in EMBEDDED_TRAIN if n.startswith("sklearn:")]

@@ -9,7 +9,8 @@ from conftest import FAST, PHOTOS, expect_error, expect_ok, photo, run_zoo, tiny
 
 from zoo import datacache
 from zoo.batches import Batches
-from zoo.data import decode_items, load_train_data, resolve_source
+from zoo.data import decode_items, load_train_data
+from zoo.sources import resolve_source
 from zoo.runtime import Runtime
 from zoo.schedule import Schedule
 

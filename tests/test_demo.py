@@ -167,7 +167,7 @@ def test_bad_uploads_get_a_message(server):
     status, reply = _post(url, "notes.jpg", b"plain text")
     assert status == 400 and "not an image" in reply["error"] and "notes.jpg" in reply["error"]
     status, reply = _post(url, "huge.png", _huge_png_header())
-    from zoo.data import pixel_limit
+    from zoo.image_file import pixel_limit
 
     assert status == 400 and "too large" in reply["error"] and f"limit {pixel_limit():,}" in reply["error"]
     status, reply = _post(url, "empty.png", b"")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from zoo.runfolder import save_checkpoint
 from zoo.cli import main
-from zoo.data import embedded_source
+from zoo.sources import embedded_source
 from zoo.lab import uint8_to_model_input
 from zoo.loading import load_trained
 

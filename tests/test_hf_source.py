@@ -5,7 +5,8 @@ import pytest
 import torch
 from conftest import PHOTOS, expect_error, photo, tiny_spec, zoo_here
 
-from zoo.data import ImageItem, coco_split, decode_items, load_train_data, resolve_source
+from zoo.data import decode_items, load_train_data
+from zoo.sources import ImageItem, coco_split, resolve_source
 from zoo.errors import DataError
 
 datasets = pytest.importorskip("datasets")

@@ -82,9 +82,9 @@ def test_evaluate_wires_fid_and_lpips_to_each_candidates_predictions(images):
 
 def test_offline_each_metric_is_skipped_with_one_line():
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-    from zoo.data import _reachable
+    from zoo.sources import reachable
 
-    if _reachable(URL_INCEPTION_V3) is None:
+    if reachable(URL_INCEPTION_V3) is None:
         pytest.skip("this machine is online: the weights would be downloaded, not skipped")
     for load in (load_fid, load_lpips):
         model, status = load(torch.device("cpu"))

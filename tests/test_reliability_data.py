@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.data import decode_items, load_rgb, load_train_data, resolve_source
+from zoo.data import decode_items, load_train_data
+from zoo.image_file import load_rgb
+from zoo.sources import resolve_source
 from zoo.errors import DataError
 
 from conftest import FAST, PHOTOS, bomb_png, expect_error, expect_ok, photo, run_zoo, tiny_args, tiny_spec, truncate, zoo_here

@@ -262,7 +262,7 @@ def test_non_finite_outputs_are_not_written_and_the_batch_goes_on(run_dir, tmp_p
 # ---- 6. sizes memory cannot hold ---------------------------------------------------------------------
 
 def test_a_huge_size_blames_memory_not_the_size_multiple(run_dir, tmp_path):
-    from zoo.data import pixel_limit  # the same limit as for the images zoo reads
+    from zoo.image_file import pixel_limit# the same limit as for the images zoo reads
 
     image = photo(tmp_path / "x.png")
     for args in (("colorize", str(image), "--model", str(run_dir), "--out", str(tmp_path / "out")),

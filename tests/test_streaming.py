@@ -10,7 +10,8 @@ import torch
 from conftest import PHOTOS, assert_same_tensors, photo, tiny_spec, train
 
 from zoo.batches import Batches
-from zoo.data import decode_items, load_train_data, resolve_source
+from zoo.data import decode_items, load_train_data
+from zoo.sources import resolve_source
 from zoo.distributed import World
 from zoo.loader import DecodeStore, RowsDataset, TrainImages
 from zoo.runtime import Runtime

@@ -71,7 +71,8 @@ def plan(inputs: Sequence[str | os.PathLike], out: Path, fmt: str, say: Callable
     folder (OUT inside it) are not inputs. Two inputs mapping to one output: the later gets ``-2``, ``-3``...
     Raises DataError for a missing input, a folder without images, or an output that would overwrite an input.
     """
-    from zoo.data import IMAGE_EXTENSIONS, scan_folder
+    from zoo.image_file import IMAGE_EXTENSIONS
+    from zoo.sources import scan_folder
     from zoo.video import is_video
 
     out = Path(out)
@@ -169,7 +170,7 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
     from tqdm.auto import tqdm
 
     from zoo.colorize import Colorizer, NonFiniteOutput, combine, is_colour, save_image
-    from zoo.data import load_rgb
+    from zoo.image_file import load_rgb
 
     if format not in FORMATS:
         raise ZooError(f"unknown format {shown(format)}: use one of {', '.join(FORMATS)}")

@@ -35,7 +35,7 @@ OUTPUTS = ("leaderboard.json", "leaderboard.md", "leaderboard.html")
 def data_fingerprint(spec) -> dict[str, Any]:
     """What the training data is: the source, its file list with sizes and mtimes (a folder), or the names of
     the embedded photos; and its sha256."""
-    from zoo.data import resolve_source
+    from zoo.sources import resolve_source
 
     src = resolve_source(spec.data.source, seed=spec.data.split_seed, val_fraction=spec.data.val_fraction)
     files = []

@@ -38,13 +38,13 @@ COLOUR_TOLERANCE = 2
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     """A PIL image or a numpy array -> uint8 (H, W, 3) RGB.
 
-    PIL images of any mode are converted as files are (``zoo.data.load_rgb``) and turned upright by their EXIF
+    PIL images of any mode are converted as files are (``zoo.image_file.load_rgb``) and turned upright by their EXIF
     orientation. Arrays: (H, W) or (H, W, 1) gray, or (H, W, 3) RGB; uint8, or float in [0, 1].
     """
     if isinstance(image, Image.Image):
-        from zoo.data import _to_rgb
+        from zoo.image_file import to_rgb
 
-        return np.asarray(_to_rgb(ImageOps.exif_transpose(image)), dtype=np.uint8)
+        return np.asarray(to_rgb(ImageOps.exif_transpose(image)), dtype=np.uint8)
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
     array = image

@@ -106,8 +106,8 @@ class DecodedCache:
         return self._maps[k]
 
     def row(self, r: int) -> np.ndarray:
-        """Row r as uint8 (3, S, S); raises :class:`zoo.data.UnreadableImage` for a file that could not be read."""
-        from zoo.data import UnreadableImage
+        """Row r as uint8 (3, S, S); raises :class:`zoo.image_file.UnreadableImage` for a file that could not be read."""
+        from zoo.image_file import UnreadableImage
 
         k, local = divmod(r, self.shard_rows)
         reason = self.shards[k]["broken"].get(str(local))
@@ -129,7 +129,8 @@ class DecodedCache:
         """The items as :class:`zoo.data.DecodedImages` (unreadable ones left out and listed), like decode_items."""
         import torch
 
-        from zoo.data import DecodedImages, UnreadableImage
+        from zoo.data import DecodedImages
+        from zoo.image_file import UnreadableImage
 
         rows, arrays, names, skipped, upscaled = self.rows_of(items), [], [], [], []
         for item, r in zip(items, rows):
@@ -224,7 +225,8 @@ class _DecodeAll:
         return len(self.items)
 
     def __getitem__(self, i: int):
-        from zoo.data import UnreadableImage, decode_one
+        from zoo.data import decode_one
+        from zoo.image_file import UnreadableImage
 
         try:
             array, original = decode_one(self.items[i], self.size)

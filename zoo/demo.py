@@ -3,7 +3,7 @@
 Upload a photo, tick one or more of the models given with ``--model``, and the page shows the gray photo and each
 model's colorization side by side, at the photo's full resolution; a slider sets the saturation
 (:func:`zoo.colour_control.saturate_image`: 0 gray, 1 the model, > 1 more vivid) and each result downloads as a
-PNG. Uploads are read by :func:`zoo.data.load_rgb`, so the same pixel limit and the same messages apply as for
+PNG. Uploads are read by :func:`zoo.image_file.load_rgb`, so the same pixel limit and the same messages apply as for
 files: a file that is not an image, or too large, gets its message on the page.
 
 It binds 127.0.0.1 by default (this machine only). Results are kept in memory for the last few uploads only.
@@ -31,7 +31,7 @@ from zoo.text import shown
 
 #: uploads kept in memory (their gray photo and colorizations), oldest dropped first
 KEEP_UPLOADS = 8
-#: largest upload in bytes (the pixel limit of zoo.data.load_rgb applies too)
+#: largest upload in bytes (the pixel limit of zoo.image_file.load_rgb applies too)
 MAX_UPLOAD_BYTES = 64 << 20
 
 
@@ -110,7 +110,7 @@ def create_app(colorizers: Sequence, names: Sequence[str]):
     from flask import Flask, abort, jsonify, render_template_string, request, send_file
 
     from zoo.colour_control import SaturationError, check_saturation, saturate_image
-    from zoo.data import UnreadableImage, load_rgb
+    from zoo.image_file import UnreadableImage, load_rgb
 
     app = Flask("zoo.demo")
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES

@@ -130,8 +130,9 @@ def check_size(image_size: int) -> int:
 
 def load_images(source: str = "embedded", split: str = "val", image_size: int = 64, split_seed: int = 123,
                 val_fraction: float = 0.2, log: Callable[[str], None] | None = None) -> EvalImages:
-    """Decode the images of a split of ``source`` (``zoo.data.resolve_source``) once, resized to image_size."""
-    from zoo.data import decode_items, describe_skipped, resolve_source
+    """Decode the images of a split of ``source`` (``zoo.sources.resolve_source``) once, resized to image_size."""
+    from zoo.data import decode_items, describe_skipped
+    from zoo.sources import resolve_source
 
     if split not in SPLITS:
         raise SpecError(f"no split named {split!r}: use one of {', '.join(SPLITS)}")
@@ -195,7 +196,7 @@ def protocol(images: EvalImages, split_seed: int | None = None, val_fraction: fl
     if split_seed is not None:
         out["folder_split"] = {"seed": split_seed, "val_fraction": val_fraction,
                                "rule": "folders without train/ and val/ are split by a seeded permutation "
-                                       "(zoo.data.folder_source)"}
+                                       "(zoo.sources.folder_source)"}
     if images.notes:
         out["notes"] = list(images.notes)
     return out

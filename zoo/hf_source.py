@@ -9,7 +9,7 @@ dataset on the Hugging Face Hub: it is downloaded once into the ``datasets`` cac
 The split (default ``train``) is the training side; validation is the dataset's ``validation`` / ``val`` / ``test``
 split when it has one, else a seeded share of the training split (``data.val_fraction``, ``data.split_seed``, as for
 a folder). The image column is ``data.hf_image_column``, else the first column of ``datasets.Image`` features.
-Images are decoded by :func:`zoo.data.load_rgb` from their stored bytes (the same checks as files).
+Images are decoded by :func:`zoo.image_file.load_rgb` from their stored bytes (the same checks as files).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ import os
 
 import numpy as np
 
-from zoo.data import ImageItem, ImageSource, _reachable, load_rgb
+from zoo.image_file import load_rgb
+from zoo.sources import ImageItem, ImageSource, reachable
 from zoo.errors import DataError
 
 VAL_SPLITS = ("validation", "val", "test")
@@ -30,7 +31,7 @@ def _hf_image(dataset, column: str, index: int, name: str):
         return load_rgb(name, data=value["bytes"])
     if isinstance(value, dict) and value.get("path"):
         return load_rgb(value["path"])
-    from zoo.data import UnreadableImage
+    from zoo.image_file import UnreadableImage
 
     raise UnreadableImage(name, "no image bytes or path in this row")
 
@@ -70,7 +71,7 @@ def _load(path: str, split: str | None, label: str):
                             f"{str(exc).splitlines()[0] if str(exc) else ''}): give a save_to_disk folder, an "
                             f"imagefolder or parquet files") from None
     offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    reason = "HF_HUB_OFFLINE is set" if offline else _reachable("https://huggingface.co")
+    reason = "HF_HUB_OFFLINE is set" if offline else reachable("https://huggingface.co")
     if reason is not None:
         raise DataError(f"{label}: {path!r} is not a local folder, and the Hugging Face Hub cannot be reached "
                         f"({reason}): connect to the internet, or give a local path (hf:/path/to/dataset)")

@@ -281,7 +281,7 @@ def check_size(predictor: Predictor, size: int, batch_size: int = 1, registry: "
     """Refuse, in one line saying which limit it is, a size the generator cannot run at: above zoo's pixel limit
     (:mod:`zoo.data`), more memory than is free (``available`` bytes; default: :func:`available_memory`), or not
     a size the generator takes (its multiple, :func:`generator_size_multiple`)."""
-    from zoo.data import pixel_limit
+    from zoo.image_file import pixel_limit
 
     if size < 1:
         raise SizeError(f"size must be a positive number of pixels, got {size}")

@@ -120,7 +120,7 @@ class RowsDataset(torch.utils.data.Dataset):
         return len(self.names)
 
     def __getitem__(self, i: int):
-        from zoo.data import UnreadableImage
+        from zoo.image_file import UnreadableImage
 
         n = len(self.names)
         try:

@@ -39,9 +39,9 @@ def _cached(url: str) -> str:
 
 
 def _unreachable(url: str) -> str | None:
-    from zoo.data import _reachable  # the one probe of the network zoo has (coco-sample uses it too)
+    from zoo.sources import reachable# the one probe of the network zoo has (coco-sample uses it too)
 
-    return _reachable(url)
+    return reachable(url)
 
 
 def load_fid(device: torch.device) -> tuple[Any | None, str]:

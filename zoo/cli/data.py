@@ -37,7 +37,7 @@ def run(args) -> int:
     import os
 
     from zoo import datacache
-    from zoo.data import resolve_source
+    from zoo.sources import resolve_source
     from zoo.errors import DataError
 
     if not 16 <= args.size <= 8192:
