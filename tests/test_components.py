@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 import zoo
 from zoo.errors import SpecError
-from zoo.registry import BuildContext, get_registry
+from zoo.component import BuildContext
+from zoo.registry import get_registry
 
 TINY = 64
 

@@ -15,7 +15,8 @@ import torch
 import zoo
 import zoo.testing
 from zoo.errors import SpecError
-from zoo.registry import BuildContext, get_registry
+from zoo.component import BuildContext
+from zoo.registry import get_registry
 
 from conftest import EXAMPLE_PROJECT as PROJECT
 from conftest import EXAMPLE_PLUGIN, REPO, run_zoo

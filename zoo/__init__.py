@@ -6,7 +6,8 @@ For users: :class:`Colorizer` (``Colorizer.from_checkpoint(path).colorize(image)
 from zoo.errors import ZooError
 from zoo.hookspecs import hookimpl
 from zoo.options import Options
-from zoo.registry import BuildContext, get_registry, names
+from zoo.component import BuildContext
+from zoo.registry import get_registry, names
 
 __version__ = "0.1.0"
 __all__ = ["BuildContext", "Colorizer", "Options", "ZooError", "get_registry", "hookimpl", "names", "__version__"]

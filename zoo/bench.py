@@ -47,7 +47,7 @@ def reference(kind: str, registry: Registry | None = None) -> str:
 def fit_options(kind: str, name: str, image_size: int, options: dict[str, Any] | None = None,
                 registry: Registry | None = None) -> dict[str, Any]:
     """``options`` with the component's declared depth option lowered until it builds at ``image_size``
-    (:meth:`zoo.registry.Component.fit_options`: ``unet`` at 64 px, n_down 8 -> 6)."""
+    (:meth:`zoo.component.Component.fit_options`: ``unet`` at 64 px, n_down 8 -> 6)."""
     return (registry or get_registry()).get(kind, name).fit_options(options, image_size)
 
 

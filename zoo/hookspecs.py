@@ -59,7 +59,7 @@ Where a declaration is a function, it receives the component's validated options
   validated against ``Options`` at registration. Default: none (the kit checks the defaults and the author's
   option sets).
 
-The core reads the declarations through :class:`zoo.registry.Component`: ``size_multiple_for(options)``,
+The core reads the declarations through :class:`zoo.component.Component`: ``size_multiple_for(options)``,
 ``min_image_size_for(options)``, ``size_problem(options, image_size)``, ``fit_options(options, image_size)``,
 ``is_pretrained(options)`` and ``test_option_sets(image_size)``.
 

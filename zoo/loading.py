@@ -22,7 +22,8 @@ from zoo.checkpoint import Checkpoint
 from zoo.models import load_weights
 from zoo.runfolder import list_checkpoints, open_checkpoint
 from zoo.errors import CheckpointError, DuplicateComponent, SpecError, UnknownComponent
-from zoo.registry import DISABLE_ENV, Registry, disabled_plugins, get_registry
+from zoo.component import DISABLE_ENV
+from zoo.registry import Registry, disabled_plugins, get_registry
 from zoo.spec import TrainSpec, recorded_component, spec_from_json
 from zoo.text import shown
 

@@ -20,7 +20,8 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator, model_
 
 from zoo.errors import SpecError, ZooError
 from zoo.options import Options
-from zoo.registry import BuildContext, Component, Registry, canonical_package, format_validation_error
+from zoo.component import BuildContext, Component, canonical_package, format_validation_error
+from zoo.registry import Registry
 from zoo.text import one_line, shown
 
 SLOTS = {"generator": "generator", "discriminator": "discriminator", "gan_loss": "gan_loss",

@@ -45,8 +45,9 @@ from torch import nn
 
 from zoo.errors import DuplicateComponent, PluginError, SpecError, UnknownComponent, ZooError
 from zoo.hookspecs import DiscriminatorOutput
-from zoo.registry import KINDS, SLOT_KINDS, BuildContext, Component, Registry, describe_options, load_registry, \
-    probe_context
+from zoo.component import KINDS, SLOT_KINDS, BuildContext, Component
+from zoo.contract_probe import probe_context
+from zoo.registry import Registry, describe_options, load_registry
 from zoo.text import shown
 
 #: the option key used to check that unknown keys are rejected
@@ -357,7 +358,7 @@ class _CountingD(nn.Module):
 
 
 def _v2_context(role: str, d_logits: tuple[float, float] | None = None, outputs: dict[str, int] | None = None):
-    """A probe StepContext (zoo.registry.probe_context) whose discriminator counts its calls; ``d_logits``
+    """A probe StepContext (zoo.contract_probe.probe_context) whose discriminator counts its calls; ``d_logits``
     (real, fake): constant logit maps instead of the probe net's, for the objective's direction checks."""
     ctx, net = probe_context(role, BATCH, 8, grad=True, outputs=outputs)
     ctx.discriminator = counting = _CountingD(net)

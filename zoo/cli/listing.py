@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from zoo.registry import KIND_TITLES, KINDS, describe_options, get_registry
+from zoo.component import KIND_TITLES, KINDS
+from zoo.registry import describe_options, get_registry
 
 
 def add_parser(sub) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from zoo.registry import KINDS, get_registry
+from zoo.component import KINDS
+from zoo.registry import get_registry
 
 
 def add_parser(sub) -> None:
