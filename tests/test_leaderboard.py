@@ -106,9 +106,31 @@ def test_rows_have_seed_intervals_and_paired_differences_from_the_leader(board):
         assert row["rank_label"] == ("=1" if is_tied(expected) else str(row["rank"]))
     md = (board[0] / "leaderboard.md").read_text()
     assert md == render_markdown(data)  # the markdown renders from the JSON alone
-    table = [ln for ln in md.splitlines() if ln.startswith("|")]
+    table = [ln for ln in md.split("## Pairwise differences")[0].splitlines() if ln.startswith("|")]
     assert len(table) == 2 + len(rows) and len({ln.replace("\\|", "").count("|") for ln in table}) == 1
     assert "[" in table[3] and "tied" in md  # intervals in the cells; the tie rule is stated
+
+
+def test_every_pair_of_rows_has_a_paired_difference_on_the_sort_metric(board):
+    """Not only against the leader: each pair (a ranked above b) has a - b with its interval, the same paired
+    bootstrap as the leader column (so the leader's pairs are that column negated), shown as a matrix."""
+    data = load(board[0])
+    rows, pw = data["rows"], data["pairwise"]
+    assert pw["key"] == "deltae00" and pw["models"] == [r["model"] for r in rows]
+    n = len(rows)
+    assert [(p["a"], p["b"]) for p in pw["pairs"]] == [(rows[i]["model"], rows[j]["model"]) for i in range(n)
+                                                        for j in range(i + 1, n)]
+    for p in pw["pairs"]:
+        if p["a"] == rows[0]["model"]:  # the leader's pairs: the leader column, negated
+            d = next(r for r in rows if r["model"] == p["b"])["vs_leader"]["deltae00"]
+            assert p["diff"] == pytest.approx(-d["diff"]) and p["tied"] == d["tied"]
+        assert p["diff"] <= 1e-12 and p["low"] <= p["diff"] <= p["high"]  # a ranked above b: lower dE00
+        assert p["tied"] == (p["low"] <= 0 <= p["high"])
+    md = (board[0] / "leaderboard.md").read_text()
+    matrix = md.split("## Pairwise differences")[1].split("## How")[0]
+    assert len([ln for ln in matrix.splitlines() if ln.startswith("| ")]) == n  # header + one row per model but last
+    html = (board[0] / "leaderboard.html").read_text()
+    assert '<table class="pairs">' in html and html.count("<h2>Pairwise differences</h2>") == 1
 
 
 def test_rerunning_the_same_command_evaluates_without_training(board):

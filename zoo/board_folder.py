@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.board_entries import Budget
-from zoo.board_ranking import compare_with_gray, summarize
+from zoo.board_ranking import compare_with_gray, pairwise, summarize
 from zoo.fileio import check_output_file, write_text
 from zoo.leaderboard_render import render_html, render_markdown
 from zoo.registry import get_registry
@@ -117,6 +117,7 @@ def finish(data: dict[str, Any], out: Path) -> dict[str, Any]:
     """Rank, compare and write the three files of a board's data."""
     data["rows"] = summarize(data)
     data["vs_gray"] = compare_with_gray(data["rows"])
+    data["pairwise"] = pairwise(data, data["rows"])
     write_outputs(data, out)
     return data
 

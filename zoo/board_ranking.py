@@ -1,7 +1,8 @@
 """A board's scores turned into ranked rows with error bars, from leaderboard.json's data alone (so ``--merge``
 recomputes them): each metric's mean over seeds with its 95 % interval (:func:`zoo.stats.seed_interval`), each
 entry's difference from the leader with a paired bootstrap interval over (seed, image) cells
-(:func:`zoo.stats.paired_difference`), ties with the leader, and the comparison with the gray baseline."""
+(:func:`zoo.stats.paired_difference`), ties with the leader, every pair's difference on the sort metric
+(:func:`pairwise`), and the comparison with the gray baseline."""
 from __future__ import annotations
 
 from typing import Any
@@ -115,6 +116,27 @@ def summarize(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def pairwise(data: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every pair of ranked rows (entries and the gray baseline) compared on the sort metric: the difference of
+    the better-ranked row ``a`` minus ``b`` with its paired bootstrap interval over (seed, image) cells, and whether
+    that interval contains 0 (tied). Each interval is a 95 % one for its pair alone, not corrected for the number
+    of pairs (with many entries, some untied pairs are expected by chance: read them with that in mind)."""
+    from zoo.stats import is_tied
+
+    key = data["sort"]["key"]
+    ranked = [r for r in rows if r.get(key) is not None]
+    pairs = []
+    for i, a in enumerate(ranked):
+        for b in ranked[i + 1:]:
+            diff = _paired(data, a["model"], b["model"], key)
+            pairs.append({"a": a["model"], "b": b["model"], "diff": None if diff is None else diff["diff"],
+                          "low": None if diff is None else diff["low"],
+                          "high": None if diff is None else diff["high"],
+                          "tied": None if diff is None else is_tied(diff)})
+    return {"key": key, "models": [r["model"] for r in ranked], "pairs": pairs,
+            "correction": "none: each interval is a 95 % interval for its own pair"}
+
+
 def compare_with_gray(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
     """For each entry: the metrics (with a direction) on which its mean beats / loses to the gray baseline."""
     gray = next((r for r in rows if r["baseline"]), None)
@@ -132,4 +154,4 @@ def compare_with_gray(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[st
     return out
 
 
-__all__ = ["compare_with_gray", "direction", "sort_rows", "summarize"]
+__all__ = ["compare_with_gray", "direction", "pairwise", "sort_rows", "summarize"]

@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import json
+import re
 from typing import Any
 
 from zoo.metrics import ALL_METRICS
@@ -144,6 +145,34 @@ def _how_lines(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def _pair_text(pair: dict[str, Any]) -> str:
+    if pair["diff"] is None:
+        return "no paired test"
+    text = f"{pair['diff']:+.3g}"
+    if pair.get("low") is not None:
+        text += f" [{pair['low']:+.3g}, {pair['high']:+.3g}]"
+    return text + (f" {TIED}" if pair.get("tied") else "")
+
+
+def pairwise_matrix(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The models in rank order and, for each (row, column) with the row ranked above the column, the row's
+    difference from the column on the sort metric [95 % paired interval] (≈: tied); other cells are empty."""
+    pw = data.get("pairwise") or {"models": [], "pairs": []}
+    models = pw["models"]
+    cells = [["" for _ in models] for _ in models]
+    index = {m: i for i, m in enumerate(models)}
+    for pair in pw["pairs"]:
+        cells[index[pair["a"]]][index[pair["b"]]] = _pair_text(pair)
+    return models, cells
+
+
+def _pairwise_intro(data: dict[str, Any]) -> str:
+    key = data["sort"]["key"]
+    return (f"Every pair on {_title(key)}: the row's mean minus the column's, with its 95 % paired bootstrap "
+            f"interval over (seed, image) cells; {TIED}: the interval contains 0 (tied). Each interval is for its "
+            f"own pair, not corrected for the number of pairs.")
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     """leaderboard.md: the ranked table with intervals, ties, how the numbers were made, hardware and versions."""
     cols = columns(data)
@@ -159,11 +188,21 @@ def render_markdown(data: dict[str, Any]) -> str:
         name = f"**{name}**" if r["baseline"] else name
         cells = [_rank_cell(r), name, *(_cell(k, r).replace("|", "\\|") for k in cols), _leader_cell(data, r)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", *(f"- {s}" for s in _summary_lines(data)), "", "## How", "",
+    lines += ["", *(f"- {s}" for s in _summary_lines(data)), ""]
+    models, cells = pairwise_matrix(data)
+    if len(models) > 1:
+        esc = [m.replace("|", "\\|") for m in models]
+        lines += ["## Pairwise differences", "", _pairwise_intro(data), "",
+                  "| | " + " | ".join(esc[1:]) + " |", "|:---|" + "---:|" * (len(models) - 1)]
+        lines += ["| " + esc[i] + " | " + " | ".join(cells[i][1:]) + " |" for i in range(len(models) - 1)]
+        lines.append("")
+    lines += ["## How", "",
               *(f"- {s}" for s in _how_lines(data)), "",
               "## Hardware and versions", "", f"- {_hardware_line(data['hardware'])}",
               "- " + ", ".join(f"{k} {v}" for k, v in data["versions"].items() if v), ""]
-    return "\n".join(lines)
+    # names come from outside (run folders, board files, merged boards): each line stays one line without
+    # control characters, and a name like '<script>' is text, not HTML, in any Markdown viewer
+    return "\n".join(escape(line).replace("<", "&lt;") for line in lines)
 
 
 def plot_png(data: dict[str, Any]) -> str | None:
@@ -239,6 +278,15 @@ document.querySelectorAll('table.board th').forEach(function (th, col) {
 """
 
 
+_PNG_URI = re.compile(r"data:image/png;base64,[A-Za-z0-9+/]*={0,2}")
+
+
+def _image_src(uri: Any) -> str:
+    """A sample's PNG data URI as written by :func:`png_data_uri`; anything else (a merged board's crafted
+    ``javascript:`` or ``" onerror=...``) becomes an empty image, never markup or a script."""
+    return uri if isinstance(uri, str) and _PNG_URI.fullmatch(uri) else ""
+
+
 def render_html(data: dict[str, Any]) -> str:
     """leaderboard.html: one self-contained page (inline CSS and sorting script, plot and images as PNG data
     URIs: nothing is fetched)."""
@@ -251,17 +299,17 @@ def render_html(data: dict[str, Any]) -> str:
     for r in data["rows"]:
         cls = "baseline" if r["baseline"] else ("tied" if r.get("tied_with_leader") else "")
         diff = r["vs_leader"].get(key)
-        cells = "".join(f"<td data-v=\"{'' if r.get(k) is None else r[k]}\">{e(_cell(k, r))}</td>" for k in cols)
+        cells = "".join(f"<td data-v=\"{'' if r.get(k) is None else e(str(r[k]))}\">{e(_cell(k, r))}</td>" for k in cols)
         body.append(f"<tr class=\"{cls}\"><td class=\"rank\" data-v=\"{r['rank']}\">{e(_rank_cell(r))}</td>"
                     f"<td class=\"name\" data-v=\"{e(r['model'])}\">{e(r['model'])}</td>{cells}"
-                    f"<td data-v=\"{'' if diff is None else diff['diff']}\">{e(_leader_cell(data, r))}</td></tr>")
+                    f"<td data-v=\"{'' if diff is None else e(str(diff['diff']))}\">{e(_leader_cell(data, r))}</td></tr>")
     grid = []
     samples = data.get("samples") or {}
     if samples.get("images"):
         titles = list(samples["cells"])
         grid.append("<table class=\"grid\"><tr>" + "".join(f"<th>{e(t)}</th>" for t in titles) + "</tr>")
         for i, name in enumerate(samples["images"]):
-            cells = "".join(f"<td><img alt=\"{e(t)}: {e(name)}\" src=\"{samples['cells'][t][i]}\"></td>"
+            cells = "".join(f"<td><img alt=\"{e(t)}: {e(name)}\" src=\"{_image_src(samples['cells'][t][i])}\"></td>"
                             for t in titles if i < len(samples["cells"][t]))
             grid.append(f"<tr>{cells}</tr><tr><td class=\"small\" colspan=\"{len(titles)}\">{e(name)}</td></tr>")
         grid.append("</table>")
@@ -272,6 +320,15 @@ def render_html(data: dict[str, Any]) -> str:
     versions = ", ".join(f"{e(k)} {e(str(v))}" for k, v in data["versions"].items() if v)
     summary = "".join(f"<li>{e(s)}</li>" for s in _summary_lines(data))
     how = "".join(f"<li>{e(s)}</li>" for s in _how_lines(data))
+    models, cells = pairwise_matrix(data)
+    pairs_html = ""
+    if len(models) > 1:
+        rows_html = "".join(f"<tr><th class=\"name\">{e(models[i])}</th>"
+                            + "".join(f"<td>{e(c)}</td>" for c in cells[i][1:]) + "</tr>"
+                            for i in range(len(models) - 1))
+        pairs_html = (f"<h2>Pairwise differences</h2><p>{e(_pairwise_intro(data))}</p>"
+                      f"<table class=\"pairs\"><tr><th></th>" + "".join(f"<th>{e(m)}</th>" for m in models[1:])
+                      + f"</tr>{rows_html}</table>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(data['title'])}</title><style>{_CSS}</style></head>
 <body>
@@ -282,6 +339,7 @@ leader. Click a column to sort. Made {e(data['created'])} with <code>{e(data['co
 {''.join(body)}
 </tbody></table>
 <ul>{summary}</ul>
+{pairs_html}
 <h2>Quality against throughput</h2>
 {plot_html}
 <h2>Test images, side by side (first seed of each entry)</h2>
