@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from zoo.metrics import ALL_METRICS
+from zoo.text import escape
 
 #: non-metric columns: key -> (title, which direction is better)
 EXTRA_COLUMNS: dict[str, tuple[str, str | None]] = {
