@@ -22,7 +22,7 @@ from zoo.board_ranking import sort_rows
 from zoo.leaderboard_render import render_markdown
 from zoo.metrics import METRICS
 
-from conftest import FAST, expect_error, expect_ok, run_zoo, zoo_here
+from conftest import FAST, PHOTOS, expect_error, expect_ok, photo, run_zoo, zoo_here
 
 TINY_BOARD = ["--budget", "2", "--image-size", "32", "--batch-size", "4",
               "--set", "generator.options.n_down=3", "--set", "generator.options.ngf=8",
@@ -262,6 +262,57 @@ def test_grid_flags_preset_and_v2_components_make_one_entry_per_combination(tmp_
     assert (spec.generator.name, spec.pixel_loss.name) == ("eccv16", "eccv16_ce")
     with pytest.raises(SpecError, match="--pixel-losses is empty"):
         LeaderboardConfig.from_cli(pixel_losses=[])
+
+
+def test_a_changed_training_folder_is_a_new_run_not_a_reused_one(tmp_path, photos):
+    """The run identity includes the training data: adding, replacing or touching a file changes the data
+    fingerprint and so the spec hash (a board then trains again instead of reusing a run of other data); the
+    same files give the same hash."""
+    import shutil
+    from zoo.board_entries import Budget, LeaderboardConfig, entry_spec
+    from zoo.board_folder import data_fingerprint, spec_hash
+    from zoo.registry import get_registry
+
+    data = tmp_path / "data"
+    shutil.copytree(photos, data)
+    config = LeaderboardConfig.from_cli(gens=["unet"], data=str(data), image_size=32, budget="2")
+    spec = entry_spec(config, config.entries[0]).resolved(get_registry())
+
+    def identity():
+        fp = data_fingerprint(spec)
+        return fp["train"] + fp["val"], spec_hash(spec, config.budget, fp)
+
+    n, first = identity()
+    assert n == len(PHOTOS) and identity()[1] == first
+    assert spec_hash(spec, Budget.parse("3"), data_fingerprint(spec)) != first  # the budget is part of it too
+    photo("coffee").save(data / "extra.png")
+    n2, added = identity()
+    assert n2 == n + 1 and added != first
+    (data / "extra.png").unlink()
+    assert identity()[1] == first  # back to the same files: the same run
+    target = data / "chelsea.png"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same bytes, edited later
+    assert identity()[1] not in (first, added)
+
+
+def test_eval_data_split_picks_that_split_of_the_test_source_and_records_the_rule(photos):
+    """--eval-data scores all of its images unless --split names one; the protocol's rule says which."""
+    from zoo.board_entries import LeaderboardConfig, entry_spec
+    from zoo.leaderboard import _eval_images
+    from zoo.sources import resolve_source
+
+    for split, expected in ((None, len(PHOTOS)), ("val", None), ("train", None)):
+        config = LeaderboardConfig.from_cli(gens=["unet"], image_size=32, eval_data=str(photos), split=split)
+        spec = entry_spec(config, config.entries[0])
+        images, rule = _eval_images(config, spec, log=lambda _: None)
+        if split is None:
+            assert len(images.names) == expected and rule == "all of its images"
+        else:
+            src = resolve_source(str(photos), seed=spec.data.split_seed, val_fraction=spec.data.val_fraction)
+            side = src.val if split == "val" else src.train
+            assert sorted(images.names) == sorted(item.name for item in side) and 0 < len(side) < len(PHOTOS)
+            assert rule.startswith(f"its {split} split") and str(spec.data.split_seed) in rule
 
 
 def test_leaderboard_html_is_self_contained_and_sortable(board):
