@@ -393,3 +393,46 @@ def test_sklearn_photos_are_read_as_scikit_learn_reads_them():
     assert names == ["sklearn:china.jpg", "sklearn:flower.jpg"]
     for name in names:
         assert np.array_equal(np.asarray(items[name].load()), load_sample_image(name.split(":")[1])), name
+
+
+# ---- file lists ----------------------------------------------------------------------------------------------
+
+def test_a_file_list_names_the_images_of_a_source(tmp_path, photos, tiny_run, capsys):
+    """LIST.txt: one path per line (relative to the list, or absolute; non-UTF-8 bytes kept), comments and blank
+    lines ignored, a duplicate used once, a missing file skipped at decode with its reason; split by the seeded
+    folder rule; `zoo eval --data LIST.txt --split all` scores exactly the listed images, and training reads it."""
+    from conftest import tiny_spec, train, zoo_here
+    from zoo.sources import file_list_source
+
+    sub = tmp_path / "imgs"
+    sub.mkdir()
+    odd = os.fsdecode(b"lat\xe9.png")  # a name that is not UTF-8
+    for name in ("astronaut", "chelsea", "coffee"):
+        (sub / f"{name}.png").write_bytes((photos / f"{name}.png").read_bytes())
+    (sub / odd).write_bytes((photos / "rocket.png").read_bytes())
+    listing = tmp_path / "test.txt"
+    listing.write_bytes(b"# the test set\n\nimgs/astronaut.png\n" + os.fsencode(str(sub / "chelsea.png"))
+                        + b"\n  imgs/coffee.png  \nimgs/astronaut.png\nimgs/lat\xe9.png\nimgs/gone.png\n")
+    src = resolve_source(str(listing), seed=7, val_fraction=0.25)
+    names = sorted(i.name for i in src.train + src.val)
+    assert names == sorted(str(sub / n) for n in ("astronaut.png", "chelsea.png", "coffee.png", odd, "gone.png"))
+    assert len(src.val) == 1 and src.skipped == [(str(sub / "astronaut.png"), "listed twice (used once)")]
+    again = file_list_source(listing, seed=7, val_fraction=0.25)
+    assert [i.name for i in again.val] == [i.name for i in src.val]  # seeded: the same split every time
+    decoded = decode_items(src.train + src.val, 32)
+    assert (str(sub / "gone.png"), "file not found") in decoded.skipped and len(decoded.names) == 4
+
+    proc = zoo_here(capsys, "eval", str(tiny_run), "--data", str(listing), "--split", "all", "--json",
+                    "--no-perceptual")
+    assert proc.returncode == 0, proc.stderr
+    report = __import__("json").loads(proc.stdout)
+    scored = {r["image"] for r in report["images"]}
+    assert len(scored) == 4 and "gone.png" in proc.stderr and "Traceback" not in proc.stderr
+    trainer = train(tiny_spec(data=listing, steps=1), tmp_path / "run")
+    assert trainer.step == 1
+
+    for body, words in ((b"", "names no images"), (b"# only a comment\n", "names no images"),
+                        (b"\x89PNG\r\n\x1a\n\0\0", "holds binary data")):
+        listing.write_bytes(body)
+        with pytest.raises(DataError, match=words):
+            resolve_source(str(listing))

@@ -195,8 +195,8 @@ def protocol(images: EvalImages, split_seed: int | None = None, val_fraction: fl
     }
     if split_seed is not None:
         out["folder_split"] = {"seed": split_seed, "val_fraction": val_fraction,
-                               "rule": "folders without train/ and val/ are split by a seeded permutation "
-                                       "(zoo.sources.folder_source)"}
+                               "rule": "folders without train/ and val/, and file lists, are split by a seeded "
+                                       "permutation (zoo.sources.split_paths)"}
     if images.notes:
         out["notes"] = list(images.notes)
     return out
@@ -337,7 +337,7 @@ def evaluate_paths(paths: Sequence[str | Path], data: str = "embedded", split: s
                       for c in candidates for value in saturations]
     data_spec = models[0].spec.data
     images = load_images(data, split, image_size, data_spec.split_seed, data_spec.val_fraction, log=log)
-    folder = Path(data).is_dir() if data not in ("embedded", "coco-sample") else False
+    folder = (Path(data).is_dir() or Path(data).is_file()) if data not in ("embedded", "coco-sample") else False
     scorer = None
     if perceptual:
         from zoo.perceptual import Perceptual

@@ -18,8 +18,12 @@ from PIL import Image
 
 from zoo.errors import DataError
 from zoo.image_file import IMAGE_EXTENSIONS, load_rgb
+from zoo.text import shown
 
-SOURCES = ("embedded", "coco-sample", "coco:PATH", "hf:NAME_OR_PATH[:split]")
+SOURCES = ("embedded", "coco-sample", "coco:PATH", "hf:NAME_OR_PATH[:split]", "a folder", "LIST.txt")
+#: a file list: a text file of this suffix holding one image path per line
+LIST_SUFFIX = ".txt"
+LIST_MAX_BYTES = 256 * 1024 * 1024  # a list of some million paths; a bigger ".txt" is not a file list
 
 
 @dataclass(frozen=True)
@@ -183,20 +187,60 @@ def folder_source(root: str | os.PathLike, seed: int = 123, val_fraction: float 
         return ImageSource(name=str(root), train=_items(train), val=_items(val), skipped=skipped)
 
     paths = scan_folder(root, skipped, exclude)
-    n = len(paths)
-    if n == 0:
+    if not paths:
         raise DataError(f"no images ({extensions}) found under {root}: point --data at a folder of images")
+    return split_paths(str(root), paths, seed, val_fraction, skipped)
+
+
+def split_paths(name: str, paths: Sequence[Path], seed: int, val_fraction: float,
+                skipped: list[tuple[str, str]]) -> ImageSource:
+    """The seeded split of sorted ``paths`` (folders without train/ and val/, file lists): round(val_fraction * N)
+    images for val by ``numpy.random.default_rng(seed).permutation``, at least 1 when N >= 2; with a single image,
+    val is that same image and ``val_is_train`` is True."""
+    n = len(paths)
     if n == 1:
-        return ImageSource(name=str(root), train=_items(paths), val=_items(paths), skipped=skipped, val_is_train=True)
+        return ImageSource(name=name, train=_items(paths), val=_items(paths), skipped=skipped, val_is_train=True)
     n_val = min(max(1, round(val_fraction * n)), n - 1)
     order = np.random.default_rng(seed).permutation(n)
     val_idx, train_idx = sorted(order[:n_val]), sorted(order[n_val:])
-    return ImageSource(
-        name=str(root),
-        train=_items([paths[i] for i in train_idx]),
-        val=_items([paths[i] for i in val_idx]),
-        skipped=skipped,
-    )
+    return ImageSource(name=name, train=_items([paths[i] for i in train_idx]),
+                       val=_items([paths[i] for i in val_idx]), skipped=skipped)
+
+
+def file_list_source(path: str | os.PathLike, seed: int = 123, val_fraction: float = 0.2) -> ImageSource:
+    """Images named in a text file (``LIST.txt``), one path per line: a relative path is relative to the list's
+    folder; blank lines and lines starting with ``#`` are ignored; a path listed twice is used once (said in
+    ``skipped``). The bytes of each line are the path as the OS names it (UTF-8 or not). A listed file that is
+    missing or broken is skipped when decoded, with its reason, like a folder's. The list is split by
+    :func:`split_paths` (seeded), so ``--split val`` of a list is its held-out part and ``all`` every image: the
+    usual way to pin a test set (e.g. the 10k ImageNet validation images colorization papers report on)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(LIST_MAX_BYTES + 1)
+    except OSError as exc:
+        raise DataError(f"cannot read the file list {shown(path)}: {exc.strerror or exc}") from None
+    if len(raw) > LIST_MAX_BYTES or b"\0" in raw:
+        raise DataError(f"{shown(path)} is not a file list (a text file of image paths, one per line): "
+                        f"{'over 256 MiB' if len(raw) > LIST_MAX_BYTES else 'it holds binary data'}")
+    base = path.parent
+    paths, seen, skipped = [], set(), []
+    for line in raw.splitlines():
+        line = line.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        item = Path(os.fsdecode(line))
+        item = item if item.is_absolute() else base / item
+        if item in seen:
+            skipped.append((str(item), "listed twice (used once)"))
+            continue
+        seen.add(item)
+        paths.append(item)
+    if not paths:
+        raise DataError(f"the file list {shown(path)} names no images: give one image path per line")
+    return split_paths(str(path), sorted(paths), seed, val_fraction, skipped)
 
 
 def reachable(url: str, timeout: float = 3.0) -> str | None:
@@ -300,9 +344,10 @@ def coco_folder_source(folder: str | os.PathLike) -> ImageSource:
 def resolve_source(source: str = "embedded", seed: int = 123, val_fraction: float = 0.2,
                    exclude: Sequence[str | os.PathLike] = (), image_column: str | None = None) -> ImageSource:
     """``--data`` -> :class:`ImageSource`: ``"embedded"`` (default), ``"coco-sample"``, ``coco:PATH``,
-    ``hf:NAME_OR_PATH[:split]`` (a Hugging Face ``datasets`` dataset, see :mod:`zoo.hf_source`) or a folder path.
+    ``hf:NAME_OR_PATH[:split]`` (a Hugging Face ``datasets`` dataset, see :mod:`zoo.hf_source`), a folder path or a
+    file list ``LIST.txt`` (:func:`file_list_source`).
 
-    ``seed`` and ``val_fraction`` only apply to folders without train/ and val/ subfolders; ``exclude``: folders
+    ``seed`` and ``val_fraction`` only apply to folders without train/ and val/ subfolders and to file lists; ``exclude``: folders
     left out of a folder's scan (see :func:`scan_folder`).
     """
     if source == "embedded":
@@ -317,6 +362,9 @@ def resolve_source(source: str = "embedded", seed: int = 123, val_fraction: floa
         return hf_source(source[len("hf:"):], seed=seed, val_fraction=val_fraction, image_column=image_column)
     if os.path.isdir(source):
         return folder_source(source, seed=seed, val_fraction=val_fraction, exclude=exclude)
-    raise DataError(f"data source {source!r} is not a folder and not one of: {', '.join(SOURCES)}")
+    if source.lower().endswith(LIST_SUFFIX) and os.path.isfile(source):
+        return file_list_source(source, seed=seed, val_fraction=val_fraction)
+    raise DataError(f"data source {shown(source)} is not a folder, not a file list ({LIST_SUFFIX}) and not one of: "
+                    f"{', '.join(SOURCES)}")
 
 
