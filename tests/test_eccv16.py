@@ -110,3 +110,30 @@ def test_zoo_train_then_colorize_eval_export_eccv16(tmp_path, photos, capsys):
     program = torch.export.load(str(exported)).module()
     ab = program(torch.zeros(1, 1, 32, 32))
     assert ab.shape == (1, 2, 32, 32) and bool(torch.isfinite(ab).all())
+
+
+def test_the_rebalancing_prior_is_saved_and_a_resumed_run_is_exact(tmp_path):
+    """eccv16_ce's running class counts (the empirical prior) are part of each checkpoint's training state: a run
+    stopped at step 2 and resumed to 4 ends with exactly the weights of a straight 4-step run."""
+    from conftest import assert_same_tensors, train
+    from zoo.checkpoint import load_state, state_path_for
+    from zoo.engine import Trainer
+
+    def spec(steps):
+        from zoo.spec import build_spec
+
+        flags = {"data.image_size": 32, "data.batch_size": 4, "steps": steps, "generator.name": "eccv16",
+                 "pixel_loss.name": "eccv16_ce", "checkpoint_every": 2, "sample_every": 100, "precision": "fp32"}
+        return build_spec(None, None, flags, ["generator.options.ngf=8", "generator.options.n_blocks=1",
+                                              "discriminator.options.ndf=8", "data.load_size=40", "num_samples=2",
+                                              "pixel_weight=1", "gan_weight=0"])[0]
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(spec(4), straight)
+    train(spec(2), resumed)
+    state = load_state(state_path_for(resumed / "checkpoints" / "step-000002.safetensors"))
+    counts = state["losses"]["pixel_loss"]["counts"]
+    assert counts.sum() > 0 and int((counts > 0).sum()) > 1  # real batches counted, over several bins
+    Trainer.resume(resumed, steps=4, progress=False, log=lambda _: None).fit()
+    assert_same_tensors(straight / "checkpoints" / "step-000004.safetensors",
+                        resumed / "checkpoints" / "step-000004.safetensors")

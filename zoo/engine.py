@@ -446,6 +446,7 @@ class Trainer:
             "disc_optim": m.disc_optim.state_dict(),
             "pretrain_optim": m.pretrain_optim.state_dict() if m.pretrain_optim is not None else None,
             "scalers": {"generator": m.gen_scaler.state_dict(), "discriminator": m.disc_scaler.state_dict()},
+            "losses": m.loss_states(),
             "precision": self.precision,
             "rng": rng,
         }

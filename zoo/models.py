@@ -71,6 +71,18 @@ class Models:
             if getattr(self, name) is None:
                 setattr(self, name, torch.amp.GradScaler("cpu", enabled=False))
 
+    def loss_modules(self) -> dict[str, nn.Module]:
+        """Every loss by where the spec puts it: ``gan_loss``, ``pixel_loss``, ``losses.<i>.<name>``."""
+        out = {"gan_loss": self.gan_loss, "pixel_loss": self.pixel_loss}
+        out.update({f"losses.{i}.{t.name}": t.module for i, t in enumerate(self.terms)})
+        return out
+
+    def loss_states(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The persistent state of the losses that have one (a loss's buffers, e.g. eccv16_ce's running class
+        counts): saved in the training state so a resumed run continues them, as it does the optimizers'."""
+        return {k: {n: t.detach().cpu().clone() for n, t in m.state_dict().items()}
+                for k, m in self.loss_modules().items() if m.state_dict()}
+
 
 def build_models(spec: TrainSpec, runtime: Runtime, registry: Registry | None = None,
                  sync_batchnorm: bool = False) -> Models:
@@ -176,6 +188,10 @@ def load_training_state(models: Models, ckpt, state: dict[str, Any]) -> None:
             saved = (state.get("scalers") or {}).get(key)
             if scaler.is_enabled() and saved:  # a run saved in fp32/bf16 has nothing to restore
                 scaler.load_state_dict(saved)
+        modules = models.loss_modules()
+        for key, saved in (state.get("losses") or {}).items():  # checkpoints before losses had state: none
+            if key in modules:
+                modules[key].load_state_dict(saved)
     except (ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"training state of {shown(ckpt.path.name)} does not fit the optimizers its spec "
                               f"builds ({str(exc)[:150]})") from None

@@ -6,7 +6,8 @@
 - rebalancing: each pixel is weighted by ``w(q*) ~ ((1 - lambda) * p~(q*) + lambda / Q) ** -1`` (lambda = 0.5),
   normalised so that ``E_p[w] = 1``, where ``q*`` is its nearest bin and ``p~`` the empirical prior of the
   training data smoothed by a Gaussian (sigma = 5): here, the running histogram of every real training batch
-  the loss has seen (the paper counts ImageNet once, before training; a buffer of the loss, restarted on resume).
+  the loss has seen (the paper counts ImageNet once, before training; a buffer of the loss, saved in the
+  training state of each checkpoint, so a resumed run continues it).
 
 The loss is the weighted cross-entropy, mean over pixels. Use it as the pixel loss of ``eccv16`` (``--pixel-loss
 eccv16_ce --set pixel_weight=1``; ``--set gan_weight=0`` for the paper's classification-only training).
@@ -58,7 +59,7 @@ class Eccv16Ce(nn.Module):
         self.options = options
         bins = ab_bins(options.grid)
         self.register_buffer("bins", bins, persistent=False)
-        self.register_buffer("counts", torch.zeros(len(bins)), persistent=False)
+        self.register_buffer("counts", torch.zeros(len(bins)))  # persistent: saved with the training state
 
     def forward(self, ctx) -> torch.Tensor:
         o = self.options
