@@ -109,7 +109,9 @@ is safe because ``autograd.grad`` with ``inputs=`` does not touch parameter grad
 Probe calls: every component is called once when it is built, with a batch of 2 zero images: nets under
 ``torch.no_grad()`` in eval mode; v2 losses with gradients enabled (penalties need them), on a small fixed
 conv discriminator, once per role they train; nothing they return is applied. A stateful loss must tolerate
-these calls (or ignore calls where ``ctx.probe`` is True).
+these calls (or ignore calls where ``ctx.probe`` is True). A loss's state lives in its persistent buffers
+(``register_buffer``): they are saved in each checkpoint's training state and restored on ``--resume``, so a
+resumed run continues them (under torchrun, rank 0's copy is saved and every rank gets it back).
 
 Provenance: a resolved spec records each component's ``provider`` (``"distribution==version"``); spec.json,
 every checkpoint (its spec) and the leaderboard JSON carry it. Resolving a spec that records a provider picks
