@@ -61,6 +61,23 @@ def assert_same_grads(value, expected, D):
     assert any(g is not None and g.abs().sum() > 0 for g in got)
 
 
+def wgan_gp_by_hand(D, L, real, fake, lam=10.0):
+    """WGAN-GP's D loss computed directly in fp32 (draws eps from the global RNG, as the loss does): (loss, gp)."""
+    eps = torch.rand(L.shape[0], 1, 1, 1)
+    x_real, x_fake = torch.cat([L, real], 1), torch.cat([L, fake], 1)
+    x_hat = (eps * x_real + (1 - eps) * x_fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x_hat).flatten(1).mean(1).sum(), x_hat, create_graph=True)
+    gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    return D(x_fake).mean() - D(x_real).mean() + lam * gp, gp
+
+
+def r1_by_hand(D, L, real, gamma):
+    """R1 = gamma / 2 * E ||grad_x D(x)||^2 on real inputs, directly in fp32."""
+    x = torch.cat([L, real], 1).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x).flatten(1).mean(1).sum(), x, create_graph=True)
+    return gamma / 2 * grad.flatten(1).pow(2).sum(1).mean()
+
+
 def lab_batch(n=3, size=6, seed=1):
     g = torch.Generator().manual_seed(seed)
     L = torch.rand(n, 1, size, size, generator=g) * 2 - 1
@@ -78,14 +95,8 @@ def test_wgan_gp_penalty_against_autograd(autocast):
     torch.manual_seed(7)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         value = loss(ctx)
-    # the same by hand, in fp32
     torch.manual_seed(7)
-    eps = torch.rand(3, 1, 1, 1)
-    x_real, x_fake = torch.cat([L, real], 1), torch.cat([L, fake], 1)
-    x_hat = (eps * x_real + (1 - eps) * x_fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(x_hat).flatten(1).mean(1).sum(), x_hat, create_graph=True)
-    gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-    expected = D(x_fake).mean() - D(x_real).mean() + 10 * gp
+    expected, gp = wgan_gp_by_hand(D, L, real, fake)
     torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
     # the penalty trains D: the gradients of the whole loss wrt D's weights match the direct ones
     assert_same_grads(value, expected, D)
@@ -101,11 +112,38 @@ def test_r1_against_autograd(autocast):
     ctx = StepContext("discriminator", L, real, fake, discriminator=D)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         value = term(ctx)
-    x = torch.cat([L, real], 1).requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(x).flatten(1).mean(1).sum(), x, create_graph=True)
-    expected = 4.0 / 2 * grad.flatten(1).pow(2).sum(1).mean()
+    expected = r1_by_hand(D, L, real, 4.0)
     torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-7)
     assert_same_grads(value, expected, D)
+
+
+@pytest.mark.parametrize("name", ["wgan_gp", "r1"])
+def test_a_penalty_under_fp16_autocast_and_a_grad_scaler_gives_the_fp32_gradients(name):
+    """fp16 training: the scaled loss's backward through the penalty's double-backward graph, unscaled by the
+    GradScaler, gives D the gradients of the fp32 loss computed by hand (the scale cancels out; fp16 rounding
+    within a few per cent)."""
+    D = small_d()
+    L, real, fake = lab_batch()
+    opt = torch.optim.SGD(D.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
+    module = build("gan_loss", "wgan_gp") if name == "wgan_gp" else build("loss", "r1", {"gamma": 4.0})
+    torch.manual_seed(7)
+    with torch.autocast("cpu", dtype=torch.float16):
+        ctx = StepContext("discriminator", L, real, fake, discriminator=D,
+                          d_real=DiscriminatorOutput([D(torch.cat([L, real], 1))]),
+                          d_fake=DiscriminatorOutput([D(torch.cat([L, fake], 1))]))
+        value = module(ctx)
+    scaler.scale(value).backward()
+    scaler.unscale_(opt)
+    got = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in D.parameters()]  # a penalty
+    D.zero_grad()  # leaves the last bias without a gradient
+    torch.manual_seed(7)
+    expected = wgan_gp_by_hand(D, L, real, fake)[0] if name == "wgan_gp" else r1_by_hand(D, L, real, 4.0)
+    expected.backward()
+    for p, a in zip(D.parameters(), got):
+        want = torch.zeros_like(p) if p.grad is None else p.grad
+        torch.testing.assert_close(a, want, rtol=3e-2, atol=2e-3)
+    assert any(g.abs().sum() > 0 for g in got) and all(torch.isfinite(g).all() for g in got)
 
 
 def test_feature_matching_on_known_features():
