@@ -78,3 +78,13 @@ def test_gan_bench_runs_the_engine_step_and_counts_parameters():
     peak, _ = bench.peak_memory(case.train_step, case.device, prepare=case.release_gradients)
     grads = 4 * (bench.count_parameters(case.generator) + bench.count_parameters(case.discriminator))
     assert peak >= grads  # a training step allocates at least both nets' gradients
+
+
+def test_loss_cases_pair_each_loss_with_the_nets_it_declared():
+    assert bench.loss_case("gan_loss", "hinge") == {"generator": "unet", "discriminator": "patch",
+                                                    "gan_loss": "hinge"}
+    assert bench.loss_case("pixel_loss", "eccv16_ce")["generator"] == "eccv16"  # it reads eccv16's logits
+    fm = bench.loss_case("loss", "feature_matching")
+    assert fm["discriminator"] == "multiscale" and fm["losses"] == ("feature_matching",)
+    spec = bench.bench_spec(image_size=32, **fm)
+    assert [t.name for t in spec.losses] == ["feature_matching"] and spec.discriminator.name == "multiscale"

@@ -52,18 +52,44 @@ def fit_options(kind: str, name: str, image_size: int, options: dict[str, Any] |
 
 
 def bench_spec(generator: str, discriminator: str, image_size: int = 64, batch_size: int = 4, device: str = "cpu",
-               gen_options: dict | None = None, disc_options: dict | None = None, registry: Registry | None = None):
-    """A resolved TrainSpec for measuring one pair: component defaults fitted to ``image_size`` (fit_options)."""
-    from zoo.spec import ComponentSpec, DataSpec, TrainSpec
+               gen_options: dict | None = None, disc_options: dict | None = None, registry: Registry | None = None,
+               gan_loss: str | None = None, pixel_loss: str | None = None, losses: tuple[str, ...] = ()):
+    """A resolved TrainSpec for measuring one pair: component defaults fitted to ``image_size`` (fit_options);
+    ``gan_loss`` / ``pixel_loss`` (else the spec's defaults) and extra loss ``losses`` terms at their defaults."""
+    from zoo.spec import ComponentSpec, DataSpec, LossTermSpec, TrainSpec
 
     registry = registry or get_registry()
+    extra: dict[str, Any] = {}
+    if gan_loss is not None:
+        extra["gan_loss"] = ComponentSpec(name=gan_loss)
+    if pixel_loss is not None:
+        extra["pixel_loss"] = ComponentSpec(name=pixel_loss)
     spec = TrainSpec(
         generator=ComponentSpec(name=generator, options=fit_options("generator", generator, image_size, gen_options,
                                                                     registry)),
         discriminator=ComponentSpec(name=discriminator, options=fit_options("discriminator", discriminator,
                                                                             image_size, disc_options, registry)),
-        data=DataSpec(image_size=image_size, batch_size=batch_size), steps=1, device=device)
+        losses=[LossTermSpec(name=name) for name in losses],
+        data=DataSpec(image_size=image_size, batch_size=batch_size), steps=1, device=device, **extra)
     return spec.resolved(registry)
+
+
+def loss_case(kind: str, name: str, registry: Registry | None = None) -> dict[str, Any]:
+    """The bench_spec arguments that measure loss ``name`` of ``kind`` (gan_loss, pixel_loss or a loss term) in
+    the engine's GAN step: the reference generator and discriminator, or the partners the loss declared it needs
+    (``test_partners``, e.g. eccv16_ce's eccv16 generator, feature matching's multi-scale D), at their defaults."""
+    registry = registry or get_registry()
+    partners = registry.get(kind, name).declared.test_partners
+    args: dict[str, Any] = {slot: (partners.get(slot) or {}).get("name") or reference(slot, registry)
+                            for slot in ("generator", "discriminator")}
+    for slot in ("gan_loss", "pixel_loss"):
+        if slot in partners:
+            args[slot] = partners[slot]["name"]
+    if kind == "loss":
+        args["losses"] = (name,)
+    else:
+        args[kind] = name
+    return args
 
 
 def sync(device: torch.device) -> None:
@@ -258,6 +284,6 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-__all__ = ["CPU_MEMORY_METHOD", "CUDA_MEMORY_METHOD", "GanBench", "bench_spec", "count_parameters",
+__all__ = ["CPU_MEMORY_METHOD", "CUDA_MEMORY_METHOD", "GanBench", "bench_spec", "count_parameters", "loss_case",
            "fit_options", "generator_throughput", "hardware", "peak_memory", "reference", "seconds_per_call",
            "sync", "throughput", "versions"]
