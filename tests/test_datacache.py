@@ -46,7 +46,7 @@ def test_cache_is_built_outside_the_data_and_gives_the_same_pixels_as_decoding(f
     assert "zoo: cached 9 / 9 images (100 %" in proc.stderr and "verified 3 shards" in proc.stderr
     cache_dir = datacache.cache_folder(resolve_source(str(folder)), 40)
     assert proc.stdout.strip() == str(cache_dir) and cache_dir.parent == tmp_path / "cache"
-    assert sorted(p.name for p in cache_dir.iterdir()) == ["index.json", "names.json"] + [
+    assert sorted(p.name for p in cache_dir.iterdir()) == [".zoo.lock", "index.json", "names.json"] + [
         f"shard-{k:05d}.{ext}" for k in range(3) for ext in ("json", "u8")]
 
     spec = tiny_spec(folder)  # load_size 40

@@ -242,3 +242,35 @@ def test_unreadable_without_permission_is_skipped_and_named(tmp_path, photos):
         for p in root.iterdir():
             p.unlink()
         root.rmdir()
+
+
+def test_a_second_data_cache_of_one_cache_at_once_is_refused_naming_the_pid(photos, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from zoo import datacache
+
+    cache_dir = tmp_path / "cache"
+    folder = datacache.cache_folder(resolve_source(str(photos)), 40, cache_dir)
+    folder.mkdir(parents=True)
+    # a real second process holds the cache's lock, as a `zoo data cache` building it does
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, os, sys, time
+fd = os.open({str(folder / '.zoo.lock')!r}, os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, f"{{os.getpid()}}\\n".encode(), 0)
+print("locked", flush=True)
+time.sleep(120)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = zoo_here(capsys, "data", "cache", str(photos), "--size", "40", "--cache-dir", str(cache_dir),
+                        "--workers", "0")
+        expect_error(proc, 2, f"decoded cache '{folder}' is in use by another zoo process (PID {holder.pid})",
+                     "nothing was written")
+        assert sorted(os.listdir(folder)) == [".zoo.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    expect_ok(zoo_here(capsys, "data", "cache", str(photos), "--size", "40", "--cache-dir", str(cache_dir),
+                       "--workers", "0"))  # the lock went with the process: the build runs

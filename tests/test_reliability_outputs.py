@@ -12,9 +12,11 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from zoo.fileio import has_image_mark
 from zoo.runfolder import list_checkpoints, save_checkpoint
+from zoo.text import shown
 
-from conftest import run_zoo, train_tiny
+from conftest import expect_ok, run_zoo, train_tiny, zoo_here
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +124,62 @@ def test_colorize_skips_an_output_that_is_a_fifo_and_does_the_rest(run_dir, tmp_
     assert Image.open(out / "b.png").size == (40, 30)
     lines = [ln for ln in proc.stderr.splitlines() if "a.png" in ln and "FIFO" in ln]
     assert len(lines) == 1 and "Traceback" not in proc.stderr
+
+
+def test_an_existing_image_zoo_did_not_write_is_never_replaced_without_force(run_dir, tmp_path, capsys):
+    # the user's a.png next to a.jpg: colorizing a.jpg into that folder would write a.png
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(photos / "a.jpg")
+    Image.fromarray(skimage.data.astronaut()).resize((40, 30)).save(photos / "a.png")
+    mine = (photos / "a.png").read_bytes()
+    proc = zoo_here(capsys, "colorize", str(photos / "a.jpg"), "--model", str(run_dir), "--out", str(photos),
+                    "--no-progress")
+    assert proc.returncode == 1 and (photos / "a.png").read_bytes() == mine, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith(f"zoo: skipped '{photos / 'a.jpg'}'")]
+    assert "exists and zoo did not write it (it has no zoo mark): it is not replaced" in line and "--force" in line
+    # zoo's own outputs carry the mark: a rerun into the same folder replaces them (PNG and JPEG)
+    out = tmp_path / "out"
+    for fmt in ("png", "png", "jpg", "jpg"):
+        expect_ok(zoo_here(capsys, "colorize", str(photos / "a.jpg"), "--model", str(run_dir), "--out", str(out),
+                           "--format", fmt, "--no-progress"))
+    assert has_image_mark(out / "a.png") and has_image_mark(out / "a.jpg")
+    expect_ok(zoo_here(capsys, "colorize", str(photos / "a.jpg"), "--model", str(run_dir), "--out", str(photos),
+                       "--force", "--no-progress"))
+    assert (photos / "a.png").read_bytes() != mine and has_image_mark(photos / "a.png")
+    # zoo plot --out the user's photo: refused, the photo byte-identical; its own plot is replaced
+    user = tmp_path / "holiday.png"
+    Image.fromarray(skimage.data.chelsea()).save(user)
+    before = user.read_bytes()
+    line = one_line(zoo_here(capsys, "plot", str(run_dir), "--out", str(user)))
+    assert f"--out {shown(user)} exists and zoo did not write it" in line and user.read_bytes() == before
+    for _ in range(2):
+        expect_ok(zoo_here(capsys, "plot", str(run_dir), "--out", str(tmp_path / "curves.png")))
+
+
+def test_a_merged_board_cannot_inject_markup_or_escapes_into_leaderboard_html_and_md(run_dir, tmp_path, capsys):
+    board = tmp_path / "board"
+    expect_ok(zoo_here(capsys, "leaderboard", "--runs", str(run_dir), "--out", str(board), "--no-perceptual",
+                       "--no-progress"))
+    data = json.loads((board / "leaderboard.json").read_text())
+    (entry,) = data["entries"]
+    old, evil = entry["name"], "x<script>alert(1)</script>\x1b[2J|\nnext"
+    entry["name"] = evil
+    for row in data["images"]:
+        if row["model"] == old:
+            row["model"] = evil
+    cells = data["samples"]["cells"]
+    cells[evil] = ['javascript:alert(2)" onerror="alert(3)' for _ in cells.pop(old)]
+    crafted = tmp_path / "crafted.json"
+    crafted.write_text(json.dumps(data))
+    merged = tmp_path / "merged"
+    expect_ok(zoo_here(capsys, "leaderboard", "--merge", str(crafted), "--out", str(merged)))
+    page = (merged / "leaderboard.html").read_text()
+    assert "<script>alert" not in page and "onerror=" not in page and "javascript:" not in page
+    assert "x&lt;script&gt;alert(1)&lt;/script&gt;" in page  # the name is shown, as text
+    assert page.count("src=\"data:image/png;base64,") >= len(cells["gray input"])  # real images kept
+    md = (merged / "leaderboard.md").read_text()
+    assert "<script" not in md and "\x1b" not in md and "x&lt;script>alert(1)&lt;/script>\\x1b[2J\\|\\nnext" in md
 
 
 # ---- 2. names and sizes the OS or libjpeg refuse ------------------------------------------------------

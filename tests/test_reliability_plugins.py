@@ -292,3 +292,29 @@ def test_names_and_messages_from_plugins_are_shown_escaped(tmp_path):
     expect_ok(proc)
     (warning,) = warning_lines(proc.stderr)
     assert "\x1b" not in proc.stderr and "\\x1b[2J\\x1b[Hgone\\nsecond line" in warning
+
+
+def test_zoo_plugins_and_zoo_list_show_names_versions_and_descriptions_escaped(tmp_path):
+    # a distribution whose name, version, entry-point name and option description hold ESC sequences
+    code = """
+        from pydantic import Field
+        import torch.nn as nn
+        import zoo
+
+        class Opts(zoo.Options):
+            width: int = Field(8, ge=1, description="filters\\x1b[2J\\x1b[H wiped")
+
+        @zoo.hookimpl
+        def register_generators(register):
+            register("esc_gen", lambda options, context: nn.Conv2d(1, 2, 1), Opts)
+    """
+    env = {**make_plugin_dist(tmp_path / "site", "esc\x1b[2Jdist", {"esc_mod": code}, {"esc\x1b[31mname": "esc_mod"},
+                              version="0.1\x1b[2J"), **FAST}
+    plugins = run_zoo("plugins", env=env)
+    listing = run_zoo("list", "--kind", "generator", env=env)
+    for proc in (plugins, listing):
+        expect_ok(proc)
+        assert "\x1b" not in proc.stdout and "\x1b" not in proc.stderr, proc.stdout
+    assert "esc\\x1b[31mname: esc_mod from esc\\x1b[2Jdist 0.1\\x1b[2J [loaded]" in plugins.stdout
+    assert "esc_gen  (esc\\x1b[2Jdist 0.1\\x1b[2J)" in listing.stdout
+    assert "filters\\x1b[2J\\x1b[H wiped" in listing.stdout

@@ -400,3 +400,41 @@ def test_foreign_weights_are_named_and_resume_falls_back(tmp_path, photos):
                    "--no-progress", env=FAST)
     line = expect_error(proc, 2, f"checkpoint '{broken}'", "generator weights do not fit")
     assert "2 missing keys (" in line and shown(dropped[0][len("generator."):]) in line
+
+
+# ----------------------------------------------------------------------------------------------------
+# A new run into a folder another new run is writing; --out paths through folders not made yet
+
+
+def test_a_new_run_into_the_folder_of_a_running_new_run_changes_nothing(tmp_path, photos, capsys):
+    from conftest import zoo_here
+
+    out = tmp_path / "run"
+    args = tiny_args(photos, out, 5000, "--set", "checkpoint_every=100000", "--set", "sample_every=100000")
+    first = subprocess.Popen([sys.executable, "-m", "zoo", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, **FAST})
+    try:  # before its first checkpoint: the folder holds a spec.json and a loss log, no checkpoint yet
+        wait_for(lambda: (out / "losses.jsonl").is_file() and (out / "losses.jsonl").stat().st_size, first, "a log")
+        spec, log = (out / "spec.json").read_bytes(), (out / "losses.jsonl").read_bytes()
+        second = zoo_here(capsys, *tiny_args(photos, out, 3, "--seed", "7"))
+        expect_error(second, 2, f"run folder {shown(out)} is in use by another zoo process (PID {first.pid})",
+                     "nothing was written")
+        assert (out / "spec.json").read_bytes() == spec  # not the second run's spec (seed 7)
+        assert (out / "losses.jsonl").read_bytes().startswith(log)  # the first run's log not deleted
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=240)
+    assert first.returncode == 130
+
+
+def test_out_through_a_folder_not_made_yet_is_checked_where_it_lands(tmp_path, photos, capsys):
+    from conftest import zoo_here
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    # 'mine/new/..' is 'mine' once 'new' is made: a folder of the user's files (also 'runs/../../..': the root)
+    proc = zoo_here(capsys, *tiny_args(photos, user / "new" / "..", 1))
+    expect_error(proc, 2, f"--out {shown(user)} is a folder holding files zoo did not make (1 entry: 'notes.txt')")
+    assert sorted(os.listdir(user)) == ["notes.txt"] and (user / "notes.txt").read_text() == "mine"

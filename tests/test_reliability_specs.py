@@ -2,6 +2,8 @@
 a config file holds can make zoo run code. tests/test_spec.py has the basic cases; these are the rest."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from zoo.errors import SpecError
@@ -212,3 +214,22 @@ def test_a_config_name_that_is_not_utf8_is_shown_by_its_bytes(tmp_path):
     message = str(info.value)
     assert "lat\\xe9.yaml" in message and "malformed YAML" in message
     message.encode("utf-8")  # printable: no lone surrogate left in it
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "../../escaped", "/tmp/abs", "a/b", "a\\b", "a\x1b[2Jb", "a\nb",
+                                  "a" * 256])
+def test_a_run_name_that_is_a_path_is_refused(name):
+    with pytest.raises(SpecError) as info:
+        tiny_spec(run_name=name)
+    message = str(info.value)
+    assert message.startswith("invalid spec: run_name: ") and "a run name is " in message, message
+    assert "\x1b" not in message and "\n" not in message
+
+
+def test_a_run_name_of_dots_never_trains_outside_out(tmp_path, capsys):
+    from conftest import zoo_here
+
+    proc = zoo_here(capsys, "train", "--steps", "1", *TINY, "--set", f"out={tmp_path / 'runs' / '..' / '..'}",
+                    "--set", "run_name=..")
+    expect_error(proc, 2, "invalid spec: run_name: ", "a run name is one folder name")
+    assert sorted(os.listdir(tmp_path)) == [] and not os.path.exists(tmp_path.parent / "spec.json")

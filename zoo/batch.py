@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import DataError, ZooError
-from zoo.fileio import OutputRefused, check_output_file, inside_run_folder, kind_of
+from zoo.fileio import OutputRefused, check_output_file, has_image_mark, inside_run_folder, kind_of
 from zoo.text import shown
 
 #: --format -> (PIL format, save options, the suffix written)
@@ -235,7 +235,8 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
                                   f"{JPEG_MAX_SIDE:,} px a side: use --format png")
                     else:
                         try:
-                            check_output_file(job.target, (suffix,), "a colorized image", force, flag="output")
+                            check_output_file(job.target, (suffix,), "a colorized image", force, flag="output",
+                                              made_by_zoo=has_image_mark)
                         except OutputRefused as exc:
                             fail(job, str(exc))
                             continue

@@ -70,9 +70,10 @@ def is_colour(rgb: np.ndarray) -> bool:
 
 
 def save_image(image: Image.Image, path: str | Path, format: str = "PNG", **options) -> None:
-    """Write an image atomically: never a half-written file under its final name."""
-    from zoo.fileio import atomic_write
+    """Write an image atomically (never a half-written file under its final name), with zoo's mark in it."""
+    from zoo.fileio import atomic_write, image_mark_options
 
+    options = {**image_mark_options(format), **options}
     atomic_write(Path(path), lambda tmp: image.save(tmp, format=format, **options))
 
 

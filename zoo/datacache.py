@@ -9,7 +9,8 @@ source and load size (``data.cache=auto``). It lives in a cache folder, never in
 * ``names.json``: the image names in row order (all images of the source, sorted by name: the cache does not
   depend on the train/val split, so runs with other split seeds share it);
 * ``shard-00000.u8``: rows × 3 × size × size uint8 (a raw numpy memmap) and, written once that file is complete,
-  ``shard-00000.json``: its crc32, each row's original (w, h) and the rows that could not be read (with reasons).
+  ``shard-00000.json``: its crc32, each row's original (w, h) and the rows that could not be read (with reasons);
+* ``.zoo.lock``: the builder's lock (zoo.runfolder.RunLock: one ``zoo data cache`` of a cache at a time).
 
 A changed folder (another fingerprint), another size (another sub-folder) or a damaged or partial cache is never
 used silently: training says so in one line and decodes from the files; ``zoo data cache`` rebuilds what is
@@ -251,9 +252,25 @@ def build(source, size: int, log: Callable[[str], None], root: str | os.PathLike
           shard_rows: int | None = None) -> DecodedCache:
     """Build (or finish) the cache of (source, size): decode every image once into shards. Finished shards are
     kept, so an interrupted build continues; a stale or damaged cache is rebuilt from scratch."""
+    from zoo.runfolder import LOCK, RunLock
+
     folder = cache_folder(source, size, root)
     items = _all_items(source)
     fp = fingerprint(source, items)
+    state, detail = _state(folder, source, size, fp)
+    if state == "complete":
+        index, names, shards = detail
+        log(f"zoo: the decoded cache {folder} is complete and current ({len(items):,} images at {size} px)")
+        return DecodedCache(folder, index, names, shards)
+    folder.mkdir(parents=True, exist_ok=True)
+    # one builder per cache (a second `zoo data cache` of it at once is refused, naming the PID); the state is read
+    # again under the lock: the builder before may have finished it
+    with RunLock.take(folder / LOCK, folder, what="decoded cache"):
+        return _build_locked(folder, source, size, items, fp, log, workers, shard_rows)
+
+
+def _build_locked(folder: Path, source, size: int, items: list, fp: str, log: Callable[[str], None], workers: int,
+                  shard_rows: int | None) -> DecodedCache:
     state, detail = _state(folder, source, size, fp)
     if state in ("stale", "damaged"):
         log(f"zoo: the decoded cache {folder} {'is stale' if state == 'stale' else 'is damaged'} ({detail}): "

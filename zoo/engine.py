@@ -202,9 +202,7 @@ class Trainer:
                     log(f"zoo: note: this run trained in {state['precision']} and continues in {runtime.precision} "
                         f"({runtime.why}); the result will not be bit-identical to an uninterrupted run")
             elif world.is_main:
-                folder.check_new()  # again: the data took time
-                folder.create(spec_to_json(spec))
-                lock = folder.lock()
+                lock = folder.create_locked(spec_to_json(spec))  # checked again under the lock: the data took time
             if not resuming:
                 distributed.seed_rank_rng(spec.seed, world)
             trainer = cls(spec, folder, runtime, models, data, Schedule.from_spec(spec, len(data.train)), step=step,

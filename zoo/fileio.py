@@ -4,7 +4,8 @@ Every file zoo writes goes through :func:`atomic_write` (a temporary file in the
 renamed over the target), so a crash or a full disk never leaves a half-written file under a final name.
 
 Every output path a user names goes through :func:`check_output_file` first. The rule: zoo replaces only a
-regular file that the same command could have written (its suffix is one the command writes). It never replaces
+regular file that the same command could have written (its suffix is one the command writes; an image must also
+carry zoo's mark, :data:`IMAGE_MARK`, so a user's own photo of that name is kept). It never replaces
 a folder, a FIFO, a device node, a socket or a symbolic link; and it refuses a zoo checkpoint or anything inside
 a zoo run folder unless the user passes ``--force``.
 """
@@ -129,12 +130,45 @@ def is_zoo_checkpoint(path: Path) -> bool:
     return b'"zoo-checkpoint/' in header
 
 
+#: the mark zoo writes into every image it makes (PNG ``Software`` text, JPEG comment): an existing image is
+#: replaced only when it carries it, so a colorized ``a.jpg`` never overwrites the user's own ``a.png``
+IMAGE_MARK = "zoo"
+
+
+def image_mark_options(pil_format: str) -> dict:
+    """Options of PIL's ``Image.save`` that write :data:`IMAGE_MARK` into a PNG or JPEG."""
+    if pil_format.upper() == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_text("Software", IMAGE_MARK)
+        return {"pnginfo": info}
+    if pil_format.upper() == "JPEG":
+        return {"comment": IMAGE_MARK.encode()}
+    return {}
+
+
+def has_image_mark(path: str | os.PathLike) -> bool:
+    """Whether an image file carries zoo's mark (its header is read, not its pixels)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            mark = image.info.get("Software", image.info.get("comment", b""))
+    except Exception:  # not an image PIL reads: not one zoo wrote
+        return False
+    mark = mark.decode("latin-1") if isinstance(mark, bytes) else str(mark)
+    return mark == IMAGE_MARK or mark.startswith(IMAGE_MARK + " ")
+
+
 def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], what: str, force: bool = False,
-                      flag: str = "--out") -> Path:
+                      flag: str = "--out", made_by_zoo: Callable[[Path], bool] | None = None) -> Path:
     """Refuse an output path whose replacement could lose something; returns it as a Path.
 
     ``suffixes``: the file endings this command writes (lower case, with the dot); ``what``: what it writes, for
-    the message (e.g. "an ONNX model"). See the module docstring for the rule.
+    the message (e.g. "an ONNX model"); ``made_by_zoo``: where zoo marks its files (images: :func:`has_image_mark`),
+    whether an existing file carries the mark: one that does not is the user's and needs ``--force``. See the
+    module docstring for the rule.
     """
     path = Path(path)
     try:
@@ -158,8 +192,12 @@ def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], what: 
         if path.suffix.lower() not in suffixes:
             raise OutputRefused(f"{flag} {shown(path)} exists and is not {what} ({'/'.join(suffixes)}): it is not "
                                 f"replaced; give a new file name, or pass --force")
+        if made_by_zoo is not None and not made_by_zoo(path):
+            raise OutputRefused(f"{flag} {shown(path)} exists and zoo did not write it (it has no zoo mark): it is "
+                                f"not replaced; give a new file name, or pass --force")
     return path
 
 
-__all__ = ["OutputRefused", "atomic_write", "check_output_file", "default_file_mode", "fsync_dir",
-           "inside_run_folder", "is_zoo_checkpoint", "kind_of", "temp_name_prefix", "write_text"]
+__all__ = ["IMAGE_MARK", "OutputRefused", "atomic_write", "check_output_file", "default_file_mode", "fsync_dir",
+           "has_image_mark", "image_mark_options", "inside_run_folder", "is_zoo_checkpoint", "kind_of",
+           "temp_name_prefix", "write_text"]

@@ -103,7 +103,7 @@ def render(logs: Sequence[RunLog], out: str | os.PathLike) -> Path:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # a Figure without pyplot: no global state, safe in a training thread
 
-    from zoo.fileio import atomic_write
+    from zoo.fileio import IMAGE_MARK, atomic_write
 
     keys = _order(set().union(*(log.series for log in logs)))
     cols = min(3, len(keys))
@@ -128,7 +128,7 @@ def render(logs: Sequence[RunLog], out: str | os.PathLike) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
     out = Path(out)
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": IMAGE_MARK}))
     return out
 
 
@@ -137,11 +137,11 @@ def plot_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, force: 
 
     ``out`` is refused if it exists and is not a PNG zoo could have written (``zoo.fileio.check_output_file``).
     """
-    from zoo.fileio import check_output_file
+    from zoo.fileio import check_output_file, has_image_mark
 
     if not runs:
         raise PlotError("give at least one run folder to plot")
-    out = check_output_file(out, (".png",), "a PNG plot", force=force)
+    out = check_output_file(out, (".png",), "a PNG plot", force=force, made_by_zoo=has_image_mark)
     if out.suffix.lower() != ".png":
         raise PlotError(f"--out {shown(out)} must end in .png (zoo plot writes PNG)")
     logs = [read_log(run) for run in runs]

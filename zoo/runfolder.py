@@ -264,8 +264,13 @@ class RunFolder:
             st = os.stat(root)
             if not stat.S_ISDIR(st.st_mode):
                 raise SpecError(f"--out {shown(root)} is a {kind_of(st)}, not a folder: give a new folder for the run")
-            entries = sorted(p.name for p in root.iterdir())
+            entries = sorted(p.name for p in root.iterdir() if p.name != LOCK)  # the lock: taken before the re-check
         except FileNotFoundError:
+            # mkdir(parents=True) makes the missing folders and then 'new/..' is the folder above: check what the
+            # path will name once made ('runs/x/../../..' can be the root of the file system)
+            lexical = Path(os.path.abspath(root))
+            if os.path.lexists(lexical):
+                RunFolder(lexical).check_new()
             return
         except OSError as exc:
             raise SpecError(f"--out {shown(root)} cannot be used ({exc.strerror or exc}); choose another "
@@ -293,6 +298,30 @@ class RunFolder:
                 if _EVENTS.match(p.name) and p.is_file() and not p.is_symlink():
                     p.unlink()
 
+    def create_locked(self, spec_json: str) -> "RunLock":
+        """Make a new run's folder, take its lock, check the folder again under the lock, then :meth:`create` it.
+
+        So of two ``zoo train --out`` of one folder the second is refused (RunLocked, or a zoo folder with
+        checkpoints) before it changes anything: no spec.json replaced, no loss log of the first one deleted."""
+        made = not os.path.lexists(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock_was_there = os.path.lexists(self.root / LOCK)
+        lock = self.lock()
+        try:
+            self.check_new()
+            self.create(spec_json)
+        except BaseException:
+            lock.release()
+            if not lock_was_there:
+                (self.root / LOCK).unlink(missing_ok=True)
+            if made:
+                try:
+                    self.root.rmdir()
+                except OSError:
+                    pass
+            raise
+        return lock
+
     def lock(self) -> "RunLock":
         """Take this run's writer lock (see the module docstring); RunLocked if another process holds it."""
         return RunLock.take(self.root / LOCK, self.root)
@@ -305,7 +334,8 @@ class RunLock:
         self.fd, self.path = fd, path
 
     @classmethod
-    def take(cls, path: Path, root: Path) -> "RunLock":
+    def take(cls, path: Path, root: Path, what: str = "run folder") -> "RunLock":
+        """Lock ``path`` for the folder ``root`` (``what`` it is, for the messages)."""
         try:
             import fcntl
         except ImportError:  # not a POSIX system: no lock, as before
@@ -313,11 +343,11 @@ class RunLock:
         try:  # never through a symbolic link: the PID written below would land in whatever file it names
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
-            raise RunLocked(f"cannot take the lock {shown(path)} of run folder {shown(root)} ({exc.strerror or exc}): "
+            raise RunLocked(f"cannot take the lock {shown(path)} of {what} {shown(root)} ({exc.strerror or exc}): "
                             f"it must be a plain file zoo made; remove it if no zoo process runs there") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise RunLocked(f"the lock {shown(path)} of run folder {shown(root)} is not a plain file: remove it if no "
+            raise RunLocked(f"the lock {shown(path)} of {what} {shown(root)} is not a plain file: remove it if no "
                             f"zoo process runs there")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -327,7 +357,7 @@ class RunLock:
             finally:
                 os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunLocked(f"run folder {shown(root)} is in use by another zoo process (PID {holder}): wait for "
+                raise RunLocked(f"{what} {shown(root)} is in use by another zoo process (PID {holder}): wait for "
                                 f"it to finish or stop it, then try again; nothing was written") from None
             raise
         os.ftruncate(fd, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -190,6 +191,19 @@ class TrainSpec(SpecOptions):
     def _compile_switch(cls, value):
         """YAML (and so ``--set compile=on``) reads on/off as booleans: they mean on/off here."""
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("run_name")
+    @classmethod
+    def _one_folder_name(cls, value):
+        """run_name becomes one folder inside ``out``: a path (``..``, ``/``, absolute) would put the run elsewhere."""
+        if value is None:
+            return value
+        if value in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value or not value.isprintable():
+            raise ValueError("a run name is one folder name: not empty, '.' or '..', without '/', '\\' or control "
+                             "characters (to put the run elsewhere, use --out DIR)")
+        if len(os.fsencode(value)) > 255:
+            raise ValueError(f"a run name is at most 255 bytes (a folder name), got {len(os.fsencode(value))}")
+        return value
 
     @model_validator(mode="after")
     def _has_length(self):

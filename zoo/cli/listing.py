@@ -45,15 +45,20 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
+    from zoo.text import one_line
+
+    def say(line: str) -> None:  # providers and option descriptions come from plugins: shown escaped
+        print(one_line(line))
+
     for kind, comps in data.items():
-        print(f"{KIND_TITLES[kind]}:")
+        say(f"{KIND_TITLES[kind]}:")
         for c in comps:
             provider = f"{c['distribution']} {c['version']}" if c["distribution"] else c["module"]
             clash = "  [name clash: use the package:name form]" if ":" in c["name"] else ""
-            print(f"  {c['name']}  ({provider}){clash}")
+            say(f"  {c['name']}  ({provider}){clash}")
             for o in c["options"]:
                 bounds = _bounds(o["bounds"])
-                print(f"      {o['name']}: {o['type']} = {json.dumps(o['default'])}"
-                      f"{'  [' + bounds + ']' if bounds else ''}  {o['description']}")
+                say(f"      {o['name']}: {o['type']} = {json.dumps(o['default'])}"
+                    f"{'  [' + bounds + ']' if bounds else ''}  {o['description']}")
         print()
     return 0

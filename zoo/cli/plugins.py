@@ -29,11 +29,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    from zoo.text import one_line
+
+    def say(line: str) -> None:  # names, versions and messages come from installed packages: shown escaped
+        print(one_line(line))
+
     for r in rows:
         dist = f"{r['distribution']} {r['version']}" if r["distribution"] else "(not from a distribution)"
-        print(f"{r['name']}: {r['module']} from {dist} [{r['status']}]")
+        say(f"{r['name']}: {r['module']} from {dist} [{r['status']}]")
         if r["provides"]:
-            print(f"    provides {', '.join(r['provides'])}")
+            say(f"    provides {', '.join(r['provides'])}")
     for kind, name in clashes:
-        print(f"clash: {registry.clash_message(kind, name)}")
+        say(f"clash: {registry.clash_message(kind, name)}")
     return 0
