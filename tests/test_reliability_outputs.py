@@ -93,6 +93,17 @@ def test_export_refuses_checkpoints_run_folders_and_other_files_unless_forced(ru
     notes.unlink()
 
 
+def test_export_replaces_only_a_model_zoo_exported(run_dir, tmp_path, capsys):
+    theirs = tmp_path / "model.onnx"  # the user's own ONNX model from elsewhere: the right suffix, no zoo metadata
+    theirs.write_bytes(b"an ONNX model made by another tool")
+    line = one_line(zoo_here(capsys, "export", "--model", str(run_dir), "--out", str(theirs)))
+    assert f"--out {shown(theirs)} exists and zoo did not write it (it has no zoo mark)" in line and "--force" in line
+    assert theirs.read_bytes() == b"an ONNX model made by another tool"
+    ours = tmp_path / "ours.onnx"
+    for _ in range(2):  # zoo's own export (zoo-generator metadata) is replaced by the next one
+        expect_ok(zoo_here(capsys, "export", "--model", str(run_dir), "--out", str(ours)))
+
+
 def test_colorize_out_must_be_a_folder_outside_run_folders(run_dir, tmp_path):
     image = photo(tmp_path / "x.png")
     taken = tmp_path / "out.txt"

@@ -76,7 +76,7 @@ def export(model: str | Path, out: str | Path, format: str = "onnx", size: int |
 
     if format not in FORMATS:
         raise ExportError(f"unknown export format {shown(format)}: choose one of {', '.join(FORMATS)}")
-    out = check_output_file(out, (FORMATS[format],), WHAT[format], force=force)
+    out = check_output_file(out, (FORMATS[format],), WHAT[format], force=force, made_by_zoo=is_zoo_export)
     trained = load_trained(model, device=device, weights=weights)
     predictor = Predictor.from_trained(trained, precision="fp32")  # the exported graph is float32
     if out.resolve() == trained.checkpoint.path.resolve():
@@ -109,6 +109,25 @@ def export(model: str | Path, out: str | Path, format: str = "onnx", size: int |
         raise ExportError(f"exporting generator {shown(trained.name)} to {format} failed: {type(exc).__name__}: "
                           f"{first}") from None
     return Exported(out, format, trained.name, multiple, side, trained.weights)
+
+
+#: in the metadata of every exported model (the ONNX metadata_props, the .pt2 program's zoo.json, both stored as is)
+FORMAT_MARK = b"zoo-generator/"
+
+
+def is_zoo_export(path: str | Path) -> bool:
+    """Whether a file is a model zoo exported (it holds :data:`FORMAT_MARK`): only those are replaced without
+    --force, so a user's own model.onnx from elsewhere is kept."""
+    tail = b""
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(16 * 2**20):
+                if FORMAT_MARK in tail + chunk:
+                    return True
+                tail = chunk[-len(FORMAT_MARK):]
+    except OSError:
+        return False
+    return False
 
 
 def _onnx_writer(generator: torch.nn.Module, example: torch.Tensor, metadata: dict[str, str], opset: int | None):
