@@ -193,6 +193,33 @@ def test_a_merged_board_cannot_inject_markup_or_escapes_into_leaderboard_html_an
     assert "<script" not in md and "\x1b" not in md and "x&lt;script>alert(1)&lt;/script>\\x1b[2J\\|\\nnext" in md
 
 
+def test_a_video_zoo_did_not_write_is_never_replaced_without_force(run_dir, tmp_path, capsys):
+    import av
+    import numpy as np
+
+    clip = tmp_path / "clip.mp4"
+    with av.open(str(clip), "w") as sink:  # five real frames
+        stream = sink.add_stream("libx264", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 40 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                sink.mux(packet)
+        for packet in stream.encode():
+            sink.mux(packet)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clip.mp4").write_bytes(clip.read_bytes())  # the user's own video of that name
+    mine = (out / "clip.mp4").read_bytes()
+    proc = zoo_here(capsys, "colorize", str(clip), "--model", str(run_dir), "--out", str(out), "--no-progress")
+    assert proc.returncode == 1 and (out / "clip.mp4").read_bytes() == mine, proc.stderr
+    assert f"output {shown(out / 'clip.mp4')} exists and zoo did not write it (it has no zoo mark)" in proc.stderr
+    fresh = tmp_path / "fresh"
+    for _ in range(2):  # zoo's own video (its comment tag) is replaced by a rerun
+        expect_ok(zoo_here(capsys, "colorize", str(clip), "--model", str(run_dir), "--out", str(fresh),
+                           "--no-progress"))
+
+
 # ---- 2. names and sizes the OS or libjpeg refuse ------------------------------------------------------
 
 def test_a_jpeg_too_wide_fails_alone_in_one_clear_line_and_long_names_are_written(run_dir, tmp_path):

@@ -208,6 +208,20 @@ def _batches(frames: Iterator, n: int) -> Iterator[list]:
         yield batch
 
 
+def has_video_mark(path: str | os.PathLike) -> bool:
+    """Whether a video carries zoo's mark (the container's comment tag, as :func:`colorize_video` writes it)."""
+    import av
+
+    from zoo.fileio import IMAGE_MARK
+
+    try:
+        with av.open(os.fspath(path)) as container:
+            tags = {k.lower(): v for k, v in container.metadata.items()}
+    except Exception:  # not a video PyAV reads: not one zoo wrote
+        return False
+    return tags.get("comment") == IMAGE_MARK
+
+
 def colorize_video(path: str | os.PathLike, colorizer, out_path: str | os.PathLike,
                    smoothing: Smoothing | None = Smoothing(), batch_size: int = 8, progress: bool = True,
                    force: bool = False, on_frame: Callable[[int, bool], None] | None = None) -> dict:
@@ -221,14 +235,15 @@ def colorize_video(path: str | os.PathLike, colorizer, out_path: str | os.PathLi
     from tqdm import tqdm
 
     from zoo.colorize import combine
-    from zoo.fileio import atomic_write, check_output_file
+    from zoo.fileio import IMAGE_MARK, atomic_write, check_output_file
+    from zoo.text import one_line
 
     src = Path(path)
     out = Path(out_path)
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
         raise VideoError(f"output {shown(out)} must end in {', '.join(FORMATS)}")
-    check_output_file(out, tuple(FORMATS), "a video", force=force)
+    check_output_file(out, tuple(FORMATS), "a video", force=force, flag="output", made_by_zoo=has_video_mark)
     if out.exists() and out.resolve() == src.resolve():
         raise VideoError(f"output {shown(out)} is the input video: give another file name")
     container = _open(src)
@@ -246,8 +261,9 @@ def colorize_video(path: str | os.PathLike, colorizer, out_path: str | os.PathLi
         rate = Fraction(vin.average_rate or vin.guessed_rate or 25)
         width, height = vin.codec_context.width, vin.codec_context.height
         smoother = TemporalSmoother(smoothing) if smoothing is not None else None
-        bar = tqdm(total=vin.frames or None, unit="frame", desc=src.name, disable=not progress, leave=False)
+        bar = tqdm(total=vin.frames or None, unit="frame", desc=one_line(src.name), disable=not progress, leave=False)
         with av.open(tmp, "w", format=fmt) as sink:
+            sink.metadata["comment"] = IMAGE_MARK  # zoo's mark: only a video that has it is replaced without --force
             vout = sink.add_stream("libx264", rate=rate)
             vout.width, vout.height = width, height
             vout.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
