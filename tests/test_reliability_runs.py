@@ -438,3 +438,20 @@ def test_out_through_a_folder_not_made_yet_is_checked_where_it_lands(tmp_path, p
     proc = zoo_here(capsys, *tiny_args(photos, user / "new" / "..", 1))
     expect_error(proc, 2, f"--out {shown(user)} is a folder holding files zoo did not make (1 entry: 'notes.txt')")
     assert sorted(os.listdir(user)) == ["notes.txt"] and (user / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("entry", ["losses.jsonl", "samples", "checkpoints", "spec.json"])
+def test_a_run_folder_entry_that_is_a_symbolic_link_is_refused_and_its_target_untouched(short_run, tmp_path, entry,
+                                                                                        capsys):
+    from conftest import zoo_here
+
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    target = tmp_path / "users" / entry  # the user's own file or folder, where the link points
+    target.parent.mkdir()
+    shutil.move(run / entry, target)
+    (run / entry).symlink_to(target)
+    before = sorted((p.name, p.read_bytes()) for p in ([target] if target.is_file() else target.iterdir()))
+    proc = zoo_here(capsys, "train", "--resume", str(run), "--steps", "4", "--no-progress")
+    expect_error(proc, 2, f"run folder {shown(run)}: {shown(entry)} is a symbolic link", "nothing was written")
+    assert sorted((p.name, p.read_bytes()) for p in ([target] if target.is_file() else target.iterdir())) == before

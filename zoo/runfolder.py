@@ -323,8 +323,24 @@ class RunFolder:
         return lock
 
     def lock(self) -> "RunLock":
-        """Take this run's writer lock (see the module docstring); RunLocked if another process holds it."""
-        return RunLock.take(self.root / LOCK, self.root)
+        """Take this run's writer lock (see the module docstring); RunLocked if another process holds it, or if
+        one of zoo's entries is a symbolic link (see :meth:`check_no_links`)."""
+        lock = RunLock.take(self.root / LOCK, self.root)
+        try:
+            self.check_no_links()
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def check_no_links(self) -> None:
+        """Refuse a run folder whose own entries (spec.json, losses.jsonl, samples/, checkpoints/, ...) include a
+        symbolic link: zoo would append to, write into or prune whatever it names (the user's file or folder)."""
+        for name in sorted(ZOO_ENTRIES - {LOCK}):
+            if (self.root / name).is_symlink():
+                raise RunLocked(f"run folder {shown(self.root)}: {shown(name)} is a symbolic link, and zoo would write "
+                                f"through it into what it names: replace it with a plain {'file' if '.' in name else 'folder'}"
+                                f" (or remove it); nothing was written")
 
 
 class RunLock:
