@@ -315,6 +315,23 @@ def test_eval_data_split_picks_that_split_of_the_test_source_and_records_the_rul
             assert rule.startswith(f"its {split} split") and str(spec.data.split_seed) in rule
 
 
+def test_progress_is_one_board_bar_and_each_trainings_bar(tmp_path, photos, capsys):
+    """Without --no-progress: one overall bar over entries x seeds ("board", unit run) that reaches the total,
+    and each training's own step bar, on stderr; stdout is still only the board folder."""
+    out = tmp_path / "b"
+    args = [a for a in TINY_BOARD if a != "--no-progress"]
+    proc = zoo_here(capsys, "leaderboard", "--gens", "unet", "--seeds", "2", *args, "--eval-data", str(photos),
+                    "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out)
+    lines = proc.stderr.replace("\r", "\n").splitlines()
+    board = [ln for ln in lines if ln.startswith("board:")]
+    assert any("board: 100%" in ln and "| 2/2 [" in ln and "/run" in ln for ln in board)  # runs: 1/2 then 2/2
+    assert any("| 1/2 [" in ln for ln in board)
+    steps = [ln for ln in lines if "/step" in ln and "| 2/2 [" in ln]  # each training's bar reached its 2 steps
+    assert len(steps) >= 2 and sum("g_pixel=" in ln for ln in steps) >= 2  # with the losses once they are read
+
+
 def test_leaderboard_html_is_self_contained_and_sortable(board):
     data = load(board[0])
     page = (board[0] / "leaderboard.html").read_text()
