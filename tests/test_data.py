@@ -241,7 +241,7 @@ def test_symlink_loop_does_not_hang(tmp_path):
 
 
 def test_unknown_source(tmp_path):
-    with pytest.raises(DataError, match="not a folder and not one of: embedded, coco-sample"):
+    with pytest.raises(DataError, match="not a folder, not a file list .* not one of: embedded, coco-sample"):
         resolve_source("imagenet")
     with pytest.raises(DataError, match="not a folder"):
         resolve_source(str(save(tmp_path / "file.png")))
