@@ -6,7 +6,7 @@
 * Training: `TINY` (CLI flags) / `TINY_SET` (spec overrides) for a tiny but complete config, `tiny_spec`,
   `tiny_args`, `train` (the real engine in-process), `train_tiny`, `assert_same_tensors`; fixtures `one_thread`,
   `photos` (six real 48 px photos), `tiny_run` (a 2-step run trained once per session, read-only).
-* Bad files: `photo`, `bomb_png`, `truncate`.
+* Bad files: `photo`, `bomb_png`, `truncate`; a full disk: the `small_disk` fixture (a real tmpfs) and `fill`.
 * Plugins: `make_plugin_dist` / the `plugin_dist` fixture (a real dist-info on disk), and the `example_plugin`
   fixture (examples/zoo-example-plugin visible to pluggy whether or not it is pip-installed).
 * `ZOO_VERSION`: zoo's version from its package metadata, for messages that name it.
@@ -222,6 +222,42 @@ def truncate(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# A full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 3 MiB tmpfs (root only; skipped where mount is not allowed): full-disk tests."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        pytest.skip("cannot run mount here")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+def fill(folder: Path) -> None:
+    """Fill the file system of ``folder`` to the last byte (unbuffered writes: nothing left to flush)."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_the_command_check_catches_a_made_up_flag():
     argv = zoo_lines("zoo train --gen unet \\\n  --no-such-flag 3   # a comment\n")[0]
     assert argv == ["zoo", "train", "--gen", "unet", "--no-such-flag", "3"]
     assert "unrecognized arguments: --no-such-flag 3" in rejected(argv)
-    assert rejected(["zoo", "colorize", "a.jpg", "--model", "runs/x"]).endswith("required: --out")
+    assert "required: --out" in rejected(["zoo", "colorize", "a.jpg", "--model", "runs/x"])
     assert rejected(argv[:4]) is None and rejected(["zoo", "train", "--help"]) is None
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -22,7 +25,8 @@ from zoo.image_file import load_rgb
 from zoo.sources import resolve_source
 from zoo.errors import DataError
 
-from conftest import FAST, PHOTOS, bomb_png, expect_error, expect_ok, photo, run_zoo, tiny_args, tiny_spec, truncate, zoo_here
+from conftest import (FAST, PHOTOS, bomb_png, expect_error, expect_ok, photo, run_zoo, tiny_args,
+                      tiny_spec, truncate, zoo_here)
 
 # ----------------------------------------------------------------------------------------------------
 # The corpus
@@ -274,3 +278,37 @@ time.sleep(120)
         holder.wait()
     expect_ok(zoo_here(capsys, "data", "cache", str(photos), "--size", "40", "--cache-dir", str(cache_dir),
                        "--workers", "0"))  # the lock went with the process: the build runs
+
+
+# ---- issue 16, round 3: the decoded cache of a folder whose name is not UTF-8; a cache on a full disk ----------
+
+def test_the_cache_of_a_folder_whose_name_is_not_utf8_is_built(photos, tmp_path):
+    data = os.fsdecode(os.fsencode(tmp_path) + b"/lat\xe9dir")
+    shutil.copytree(photos, data)
+    photo("astronaut").save(os.fsdecode(os.fsencode(data) + b"/im\xe9.png"))  # an image name that is not UTF-8 too
+    proc = subprocess.run([sys.executable, "-m", "zoo", "data", "cache", data, "--size", "40", "--cache-dir",
+                           str(tmp_path / "cache")], capture_output=True, env={**os.environ, **FAST})
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert "lat\\xe9dir" in stderr and "\\udc" not in stderr and "cached 7 / 7 images" in stderr
+    assert Path(os.fsdecode(proc.stdout.rstrip(b"\n"))).is_dir()  # the cache folder's own bytes
+
+
+def test_a_cache_on_a_full_disk_is_one_line_and_the_same_command_continues(tmp_path, small_disk):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(8):
+        photo("astronaut", 64).rotate(10 * i).save(data / f"a{i}.png")
+    cache = small_disk / "cache"
+    args = [sys.executable, "-m", "zoo", "data", "cache", str(data), "--size", "64", "--cache-dir", str(cache),
+            "--shard-images", "4"]  # two shards of 48 KiB each
+    with open(small_disk / "filler", "wb") as fh:  # room for the first shard only
+        fh.write(b"\0" * (3 * 2**20 - 100 * 2**10))
+    proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **FAST})
+    line = expect_error(proc, 2, "cannot write the decoded cache")  # not a SIGBUS of a memory map (exit -7)
+    assert "No space left on device" in line and "the same command continues" in line, line
+    (folder,) = cache.iterdir()
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]  # nothing half-written kept
+    (small_disk / "filler").unlink()
+    proc = subprocess.run([*args, "--verify"], capture_output=True, text=True, env={**os.environ, **FAST})
+    assert proc.returncode == 0 and "verified 2 shards" in proc.stderr, proc.stderr

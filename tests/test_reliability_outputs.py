@@ -3,8 +3,12 @@ checkpoints (issue 16). Real `zoo` subprocesses, real files (FIFOs, device nodes
 checkpoints written by hand from a tiny run trained once for this module."""
 import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import skimage.data
@@ -16,7 +20,7 @@ from zoo.fileio import has_image_mark
 from zoo.runfolder import list_checkpoints, save_checkpoint
 from zoo.text import shown
 
-from conftest import expect_ok, run_zoo, train_tiny, zoo_here
+from conftest import FAST, expect_ok, fill, run_zoo, train_tiny, zoo_here
 
 
 @pytest.fixture(scope="module")
@@ -430,3 +434,41 @@ def test_weights_that_do_not_fit_say_what_does_not_fit(checkpoint, tmp_path):
     assert f"{n_gen} unexpected keys ('net." in line
     for text in (line,):
         assert "Error(s) in loading state_dict" not in text
+
+
+# ---- 9. issue 16, round 3: names that are not UTF-8 where libraries take only str; a full disk ---------------
+
+def test_an_export_and_a_board_whose_names_are_not_utf8_are_written(run_dir, tmp_path, capsys):
+    root = os.fsencode(tmp_path)
+    onnx_out = os.fsdecode(root + b"/ex\xe9.onnx")  # the ONNX exporter takes str paths only
+    proc = zoo_here(capsys, "export", "--model", str(run_dir), "--out", onnx_out)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "TypeError" not in proc.stderr, proc.stderr
+    assert os.path.getsize(onnx_out) > 0 and "ex\\xe9.onnx" in proc.stderr
+    run = os.fsdecode(root + b"/run\xe9")  # its name is drawn on the board's chart and written into its pages
+    shutil.copytree(run_dir, run)
+    board = os.fsdecode(root + b"/board\xe9")
+    proc = subprocess.run([sys.executable, "-m", "zoo", "leaderboard", "--runs", run, "--out", board,
+                           "--no-perceptual", "--no-progress"], capture_output=True, env={**os.environ, **FAST})
+    stderr = proc.stderr.decode()  # zoo's messages are printable text
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr
+    assert proc.stdout == os.fsencode(board) + b"\n"  # the folder's own bytes, for scripts
+    assert "\\udc" not in stderr and "board\\xe9" in stderr  # the log line shows the byte as \xe9
+    markdown = (Path(board) / "leaderboard.md").read_text(encoding="utf-8")  # valid UTF-8
+    assert "run\\xe9" in markdown
+
+
+def test_a_full_disk_is_one_line_for_export_plot_board_and_stdout(run_dir, tmp_path, small_disk, capsys):
+    fill(small_disk)
+    cases = {"export": ["export", "--model", str(run_dir), "--out", str(small_disk / "m.onnx")],
+             "plot": ["plot", str(run_dir), "--out", str(small_disk / "curves.png")],
+             "leaderboard": ["leaderboard", "--runs", str(run_dir), "--out", str(small_disk / "board"),
+                             "--no-perceptual", "--no-progress"]}
+    for name, args in cases.items():
+        line = one_line(zoo_here(capsys, *args))
+        assert "No space left on device" in line and "free disk space" in line, (name, line)
+        assert str(small_disk) in line, (name, line)  # the file that could not be written is named
+    assert sorted(os.listdir(small_disk)) == ["board", "filler"] and not os.listdir(small_disk / "board")
+    with open(small_disk / "eval.json", "w") as stdout:  # `zoo list > FILE` on a full disk
+        proc = subprocess.run([sys.executable, "-m", "zoo", "list"], stdout=stdout, stderr=subprocess.PIPE, text=True)
+    line = one_line(proc)
+    assert "No space left on device" in line

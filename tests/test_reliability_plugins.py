@@ -16,7 +16,7 @@ from zoo.errors import PluginError
 from zoo.registry import PluginLoadWarning, load_registry
 
 from conftest import make_plugin_dist, run_zoo
-from conftest import FAST, expect_error, expect_ok, tiny_args
+from conftest import FAST, expect_error, expect_ok, photo, tiny_args
 
 ZOO = f"zoo {importlib.metadata.version('zoo')}"
 
@@ -242,14 +242,29 @@ MISBEHAVING = """
         def forward(self, x):
             return torch.tanh(nn.functional.conv2d(x, self.weight, padding=1))
 
+    class Integer(OneImage):  # an integer output: no gradient can flow back through it
+        def forward(self, x):
+            return torch.tanh(self.conv(x)).round().long()
+
+    class Interrupts(OneImage):  # raises KeyboardInterrupt itself: no Ctrl-C came
+        def forward(self, x):
+            raise KeyboardInterrupt
+
     def exits(options, context):
         sys.exit("usage: mygen --help")
+
+    def os_exits(options, context):
+        import os
+        os._exit(0)  # would end zoo at once with exit code 0, having trained nothing
 
     @zoo.hookimpl
     def register_generators(register):
         register("one_image", lambda options, context: OneImage(), Opts)
         register("frozen", lambda options, context: Frozen(), Opts)
         register("exits", exits, Opts)
+        register("integer", lambda options, context: Integer(), Opts)
+        register("interrupts", lambda options, context: Interrupts(), Opts)
+        register("os_exits", os_exits, Opts)
 """
 
 
@@ -259,6 +274,12 @@ MISBEHAVING = """
     ("frozen", "generator 'frozen' from misbehaving 0.1 [misbehaving_mod] has no trainable parameters"),
     ("exits", "generator 'exits' from misbehaving 0.1 [misbehaving_mod] failed to build: SystemExit: usage: mygen "
               "--help"),
+    ("integer", "generator 'integer' from misbehaving 0.1 [misbehaving_mod] returned a int64 tensor that no gradient "
+                "flows through"),  # not a traceback from the first backward pass
+    ("interrupts", "generator 'interrupts' from misbehaving 0.1 [misbehaving_mod] failed its contract check at "
+                   "image size 32, batch 2: it raised KeyboardInterrupt (no Ctrl-C came)"),  # not exit 130
+    ("os_exits", "generator 'os_exits' from misbehaving 0.1 [misbehaving_mod] failed to build: it called "
+                 "os._exit(0)"),  # not exit 0
 ])
 def test_a_misbehaving_builder_is_one_error_naming_the_plugin(tmp_path, photos, gen, words):
     env = site(tmp_path, {"misbehaving": MISBEHAVING})
@@ -318,3 +339,31 @@ def test_zoo_plugins_and_zoo_list_show_names_versions_and_descriptions_escaped(t
     assert "esc\\x1b[31mname: esc_mod from esc\\x1b[2Jdist 0.1\\x1b[2J [loaded]" in plugins.stdout
     assert "esc_gen  (esc\\x1b[2Jdist 0.1\\x1b[2J)" in listing.stdout
     assert "filters\\x1b[2J\\x1b[H wiped" in listing.stdout
+
+
+def test_a_run_of_a_disabled_plugin_says_disabled_not_install(tmp_path, photos):
+    """A real run records its generator's provider (misbehaving==0.1); with that plugin disabled, its checkpoint
+    is refused as disabled, never "install 'misbehaving==0.1'" (it is installed) or "another version"."""
+    good = """
+        import torch.nn as nn
+        from pydantic import Field
+        import zoo
+
+        class Opts(zoo.Options):  # takes the options the tiny test config sets
+            n_down: int = Field(3, ge=1, description="unused")
+            ngf: int = Field(8, ge=1, description="unused")
+
+        @zoo.hookimpl
+        def register_generators(register):
+            register("fine", lambda options, context: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh()), Opts)
+    """
+    env = site(tmp_path, {"fineplug": textwrap.dedent(good)})
+    run = tmp_path / "run"
+    run_zoo(*tiny_args(photos, run, 1, "--gen", "fine"), env=env, check_rc=0)
+    image = tmp_path / "x.png"
+    photo("astronaut", 32).save(image)
+    proc = run_zoo("colorize", str(image), "--model", str(run), "--out", str(tmp_path / "out"), "--no-progress",
+                   env={**env, "ZOO_DISABLE_PLUGINS": "fineplug"})
+    line = expect_error(proc, 2, "needs generator 'fine', which no enabled plugin provides: 'fineplug' is disabled by "
+                                 "ZOO_DISABLE_PLUGINS")
+    assert "install" not in line and "another version" not in line

@@ -26,7 +26,7 @@ from zoo.runfolder import list_checkpoints
 from zoo.spec import spec_from_json
 from zoo.text import shown
 
-from conftest import FAST, TINY, expect_error, expect_ok, make_plugin_dist, run_zoo, tiny_args
+from conftest import FAST, TINY, expect_error, expect_ok, fill, make_plugin_dist, run_zoo, tiny_args
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -81,7 +81,7 @@ def short_run(tmp_path_factory, photos):
     (["--steps", "-1"], "steps: Input should be greater than or equal to 1"),
     (["--steps", "0"], "steps: Input should be greater than or equal to 1"),
     (["--epochs", "-3"], "epochs: Input should be greater than or equal to 1"),
-    (["--device", "bogus"], "device: String should match pattern"),
+    (["--device", "bogus"], "device: 'bogus' is not a device: use auto, cpu, cuda, cuda:N or mps"),
     (["--device", "cuda:7"], "cuda:7"),  # a well-formed device this machine does not have
 ])
 def test_resume_flags_are_validated_before_anything_is_written(short_run, flags, words):
@@ -241,6 +241,8 @@ def test_data_and_out_folders_whose_names_are_not_utf8(tmp_path, photos):
     spec = spec_from_json((Path(out) / "spec.json").read_text(encoding="ascii"))  # ASCII JSON, \udcXX escapes
     assert spec.data.source == data
     assert f"-> {shown(out)}" in stderr and "r\\xe9sult" in stderr  # shown escaped in zoo's log lines
+    assert "lat\\xe9dir" in stderr and "\\udc" not in stderr  # every log line, the data line too
+    assert "TensorBoard" not in stderr and list((Path(out) / "tb").glob("events.out.tfevents.*"))  # events written
     rc, _, stderr = run_bytes("train", "--resume", out, "--steps", "3", "--no-progress")
     assert rc == 0 and "Traceback" not in stderr, stderr
     assert list_checkpoints(Path(out) / "checkpoints")[-1].name == "step-000003.safetensors"
@@ -272,38 +274,6 @@ def test_a_sample_grid_that_cannot_be_written_warns_and_training_goes_on(tmp_pat
     warnings = [line for line in proc.stderr.splitlines() if "cannot write the sample grid" in line]
     assert len(warnings) == 2 and "step 3" in warnings[0] and "training goes on" in warnings[0], proc.stderr
     assert list_checkpoints(out / "checkpoints")[-1].name == "step-000004.safetensors"
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 3 MiB tmpfs (root only; skipped where mount is not allowed)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True,
-                              timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        pytest.skip("cannot run mount here")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
-
-
-def fill(folder: Path) -> None:
-    """Fill the file system of ``folder`` to the last byte (unbuffered writes: nothing left to flush)."""
-    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        for size in (65536, 4096, 512, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
 
 
 def test_a_full_disk_warns_for_samples_and_stops_cleanly_at_the_checkpoint(small_disk, photos):

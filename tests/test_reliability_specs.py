@@ -10,7 +10,7 @@ from zoo.errors import SpecError
 from zoo.spec import build_spec, parse_override, read_config
 
 from conftest import TINY, run_zoo
-from conftest import FAST, expect_error, tiny_spec
+from conftest import FAST, expect_error, one_error_line, tiny_spec, zoo_here
 
 
 def train_cli(tmp_path, *args: str):
@@ -233,3 +233,24 @@ def test_a_run_name_of_dots_never_trains_outside_out(tmp_path, capsys):
                     "--set", "run_name=..")
     expect_error(proc, 2, "invalid spec: run_name: ", "a run name is one folder name")
     assert sorted(os.listdir(tmp_path)) == [] and not os.path.exists(tmp_path.parent / "spec.json")
+
+
+# ---- issue 16, round 3: usage errors and device names are one clear line ------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--steps", "1.5"], "argument --steps: invalid int value: '1.5' (see 'zoo train --help')"),
+    (["colorize", "a.png", "--model", "x"], "the following arguments are required: --out (see 'zoo colorize --help')"),
+    (["train", "\x1b[2Jx"], "unrecognized arguments: \\x1b[2Jx"),  # escaped, never raw ESC
+    (["trian"], "invalid choice: 'trian'"),
+    (["data"], "the following arguments are required: ACTION"),
+])
+def test_a_usage_error_is_one_escaped_line_not_the_usage_block(capsys, args, words):
+    line = one_error_line(zoo_here(capsys, *args))
+    assert words in line and "\x1b" not in line
+
+
+@pytest.mark.parametrize("args", [["--device", "bogus"], ["--set", "device=meta"], ["--device", ""],
+                                  ["--device", "cuda:99999"]])
+def test_a_device_that_is_no_name_says_which_are(capsys, args):
+    line = one_error_line(zoo_here(capsys, "train", "--steps", "1", *args))
+    assert "is not a device: use auto, cpu, cuda, cuda:N or mps" in line and "pattern" not in line

@@ -4,7 +4,11 @@ size constraints first, then the builder, then one contract probe, :mod:`zoo.con
 (:mod:`zoo.registry`) finds components; this module is what it finds."""
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -290,13 +294,14 @@ class Component:
         if problem:
             raise SpecError(problem)
         try:
-            module = self.build(opts, context)
+            with plugin_code():
+                module = self.build(opts, context)
         except (SpecError, UnknownComponent, KeyboardInterrupt):
             raise
         except BaseException as exc:  # noqa: BLE001 - sys.exit() in a builder must not end zoo with rc 0
             if getattr(exc, "exit_code", None) is not None and isinstance(exc, Exception):  # a ZooError
                 raise
-            raise PluginError(f"{self.title} failed to build: {type(exc).__name__}: {one_line(exc)}") from exc
+            raise PluginError(f"{self.title} failed to build: {failure(exc)}") from exc
         if check:
             import torch
 
@@ -308,8 +313,49 @@ class Component:
                                   f"buffers are not trained (use nn.Parameter or torch layers)")
             from zoo.contract_probe import probe
 
-            probe(self, module, context)
+            probe(self, module, context)  # guarded by plugin_code too
         return module
+
+
+class PluginStopped(BaseException):
+    """A plugin's ``os._exit()``, or a KeyboardInterrupt it raised itself (no Ctrl-C came), while zoo ran its code
+    in :func:`plugin_code`: reported as that plugin's failure, never as zoo ending with the plugin's exit code."""
+
+
+@contextlib.contextmanager
+def plugin_code():
+    """The guard around a plugin's build and its contract probe: ``os._exit(N)`` raises :class:`PluginStopped`
+    (it would end zoo at once with code N, having done nothing, as if all went well), and so does a
+    KeyboardInterrupt raised without a SIGINT (a real Ctrl-C stays a KeyboardInterrupt)."""
+    sigints: list[int] = []
+    ours = threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not while zoo's own StopSignals runs
+
+    def on_sigint(signum, frame):
+        sigints.append(signum)
+        raise KeyboardInterrupt
+
+    def no_exit(code=0):
+        raise PluginStopped(f"it called os._exit({code!r})")
+
+    real_exit, os._exit = os._exit, no_exit
+    if ours:
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if sigints or not ours:
+            raise
+        raise PluginStopped("it raised KeyboardInterrupt (no Ctrl-C came)") from None
+    finally:
+        os._exit = real_exit
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def failure(exc: BaseException) -> str:
+    """What a plugin raised, for a one-line message: ``Type: message`` (SystemExit included)."""
+    return str(exc) if isinstance(exc, PluginStopped) else f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def format_validation_error(exc: ValidationError) -> str:
@@ -320,6 +366,8 @@ def format_validation_error(exc: ValidationError) -> str:
         msg = one_line(err["msg"])
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "value_error":  # a validator's own message says it all
+            msg = msg.removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
 

@@ -6,9 +6,8 @@ plugin raises, SystemExit included, is one PluginError naming it."""
 from __future__ import annotations
 
 from zoo import hookspecs
-from zoo.component import NET_KINDS, BuildContext, Component
+from zoo.component import NET_KINDS, BuildContext, Component, failure, plugin_code
 from zoo.errors import PluginError
-from zoo.text import one_line
 
 #: the probe's batch: 2, so a net that only works for one image is caught when it is built
 PROBE_BATCH = 2
@@ -24,7 +23,9 @@ def probe(component: Component, module, context: BuildContext) -> None:
     if component.contract == 2 and component.kind not in NET_KINDS:
         return _probe_v2_loss(component, module)
     try:
-        with torch.no_grad():
+        # a net's probe keeps the graph: an output no gradient flows through (detached, integer) is caught here,
+        # not as a traceback from the first backward pass
+        with torch.set_grad_enabled(component.kind in NET_KINDS), plugin_code():
             if component.kind == "generator":
                 module.eval()
                 out = module(torch.zeros(n, 1, size, size))
@@ -57,13 +58,17 @@ def probe(component: Component, module, context: BuildContext) -> None:
         raise
     except BaseException as exc:  # noqa: BLE001 - SystemExit from a forward is the plugin's bug too
         raise PluginError(f"{component.title} failed its contract check at image size {size}, batch {n}: "
-                          f"{type(exc).__name__}: {one_line(exc)}") from exc
+                          f"{failure(exc)}") from exc
     finally:
         if hasattr(module, "train"):
             module.train(was_training)
     if not ok:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise PluginError(f"{component.title} returned {got}, expected {expected}: fix the plugin's build function")
+    if component.kind in NET_KINDS and not (out.is_floating_point() and out.requires_grad):
+        raise PluginError(f"{component.title} returned a {str(out.dtype).removeprefix('torch.')} tensor that no "
+                          f"gradient flows through (detached, or not floating point): its parameters could not be "
+                          f"trained; fix the plugin's build function")
 
 
 def probe_context(role: str, n: int = PROBE_BATCH, size: int = 8, grad: bool = False,
@@ -110,12 +115,13 @@ def _probe_v2_loss(component: Component, module) -> None:
     for role in component.trains:
         try:
             ctx, _ = probe_context(role, outputs=component.output_channels())
-            out = module(ctx)
+            with plugin_code():
+                out = module(ctx)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001
             raise PluginError(f"{component.title} failed its contract check in the {role} role: "
-                              f"{type(exc).__name__}: {one_line(exc)}") from exc
+                              f"{failure(exc)}") from exc
         if not (isinstance(out, torch.Tensor) and out.dim() == 0):
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise PluginError(f"{component.title} returned {got} in the {role} role, expected a scalar tensor: fix "

@@ -18,6 +18,7 @@ stale and continues an interrupted build where it stopped (finished shards are k
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import DataError
+from zoo.text import shown
 
 VERSION = 1
 SHARD_BYTES = 256 * 2**20
@@ -65,23 +67,27 @@ def cache_folder(source, size: int, root: str | os.PathLike | None = None) -> Pa
 def fingerprint(source, items: Sequence | None = None) -> str:
     """sha256 of the file list: each name, byte size and mtime (or the source's own fingerprint)."""
     items = _all_items(source) if items is None else items
-    h = hashlib.sha256(f"{source_identity(source)}\n".encode())
+    h = hashlib.sha256(os.fsencode(f"{source_identity(source)}\n"))  # names as the OS gave them, UTF-8 or not
     if getattr(source, "fingerprint", None):
-        h.update(f"{source.fingerprint}\n{len(items)}\n".encode())
+        h.update(os.fsencode(f"{source.fingerprint}\n{len(items)}\n"))
         return h.hexdigest()
     for item in items:
         try:
             st = os.stat(item.path) if item.path is not None else None
-            h.update(f"{item.name}\0{st.st_size if st else 0}\0{st.st_mtime_ns if st else 0}\n".encode())
+            h.update(os.fsencode(f"{item.name}\0{st.st_size if st else 0}\0{st.st_mtime_ns if st else 0}\n"))
         except OSError:
-            h.update(f"{item.name}\0missing\n".encode())
+            h.update(os.fsencode(f"{item.name}\0missing\n"))
     return h.hexdigest()
 
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj))
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class DecodedCache:
@@ -262,11 +268,30 @@ def build(source, size: int, log: Callable[[str], None], root: str | os.PathLike
         index, names, shards = detail
         log(f"zoo: the decoded cache {folder} is complete and current ({len(items):,} images at {size} px)")
         return DecodedCache(folder, index, names, shards)
-    folder.mkdir(parents=True, exist_ok=True)
-    # one builder per cache (a second `zoo data cache` of it at once is refused, naming the PID); the state is read
-    # again under the lock: the builder before may have finished it
-    with RunLock.take(folder / LOCK, folder, what="decoded cache"):
-        return _build_locked(folder, source, size, items, fp, log, workers, shard_rows)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # one builder per cache (a second `zoo data cache` of it at once is refused, naming the PID); the state is
+        # read again under the lock: the builder before may have finished it
+        with RunLock.take(folder / LOCK, folder, what="decoded cache"):
+            return _build_locked(folder, source, size, items, fp, log, workers, shard_rows)
+    except OSError as exc:  # a full disk, a read-only cache folder (the images' own failures are skipped, not raised)
+        raise DataError(f"cannot write the decoded cache {shown(folder)} ({exc.strerror or exc}): free disk space or "
+                        f"give --cache-dir (or $ZOO_CACHE_DIR) a disk with room; the finished shards are kept, so the "
+                        f"same command continues") from None
+
+
+def _reserve(path: Path, nbytes: int) -> None:
+    """Allocate a shard's blocks before it is memory-mapped: on a full disk, writing into a sparse mapping kills
+    the process with SIGBUS; allocating first makes that an OSError (ENOSPC), with nothing half-written kept."""
+    with open(path, "wb") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, nbytes)
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system without allocation: map it sparse
+                return
+            fh.close()
+            path.unlink(missing_ok=True)
+            raise
 
 
 def _build_locked(folder: Path, source, size: int, items: list, fp: str, log: Callable[[str], None], workers: int,
@@ -300,6 +325,7 @@ def _build_locked(folder: Path, source, size: int, items: list, fp: str, log: Ca
     for k in todo:
         lo, hi = k * per, min(n, (k + 1) * per)
         tmp = folder / f"shard-{k:05d}.u8.tmp"
+        _reserve(tmp, (hi - lo) * 3 * size * size)
         data = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(hi - lo, 3, size, size))
         sizes, broken = [], {}
         try:

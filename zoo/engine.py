@@ -53,7 +53,7 @@ from zoo.runtime import Runtime, compile_in_place, is_out_of_memory, resolve_com
 from zoo.schedule import Schedule
 from zoo.signals import StopSignals
 from zoo.spec import TrainSpec, spec_from_json, spec_to_json, validate_spec
-from zoo.text import shown
+from zoo.text import log_line, shown
 
 
 class TrainingStopped(ZooError):
@@ -65,7 +65,7 @@ class TrainingStopped(ZooError):
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)
+    log_line(msg)
 
 
 def _quiet(msg: str) -> None:

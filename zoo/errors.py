@@ -34,3 +34,16 @@ class CheckpointError(ZooError):
 
 class PluginError(ZooError):
     """A plugin misbehaves (wrong output shape, broken builder)."""
+
+
+def file_system_error(exc: OSError) -> ZooError:
+    """A file-system failure no command foresaw (a full disk, a read-only folder, a file where a folder goes,
+    standard output on a full disk) as the one-line user error the CLI prints."""
+    from zoo.text import shown
+
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is None:
+        return ZooError(f"a file operation failed: {reason}; check the output paths, their permissions and the free "
+                        f"disk space")
+    return ZooError(f"cannot write or read {shown(exc.filename)}: {reason}; check the path, its permissions and the "
+                    f"free disk space")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, file_system_error
 from zoo.fileio import atomic_write, check_output_file
 from zoo.text import shown
 
@@ -83,7 +83,7 @@ def export(model: str | Path, out: str | Path, format: str = "onnx", size: int |
         raise ExportError(f"--out {shown(out)} is the checkpoint itself: choose another file")
     if format == "onnx" and importlib.util.find_spec("onnx") is None:
         raise ExportError("ONNX export needs the onnx package: pip install onnx")
-    side = size or trained.image_size
+    side = trained.image_size if size is None else size  # --size 0 is refused by check_size, not the default
     check_size(predictor, side)
     multiple = generator_size_multiple(trained.spec)
     example = torch.rand(2, 1, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -105,6 +105,8 @@ def export(model: str | Path, out: str | Path, format: str = "onnx", size: int |
             warnings.filterwarnings("ignore", category=FutureWarning)
             atomic_write(out, write)
     except Exception as exc:  # unsupported operator, data-dependent control flow, a full disk...
+        if isinstance(exc, OSError) and exc.filename is not None:  # the file, not the export, failed
+            raise file_system_error(exc) from None
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise ExportError(f"exporting generator {shown(trained.name)} to {format} failed: {type(exc).__name__}: "
                           f"{first}") from None
@@ -135,15 +137,16 @@ def _onnx_writer(generator: torch.nn.Module, example: torch.Tensor, metadata: di
         import onnx
 
         axes = {0: "batch", 2: "height", 3: "width"}
+        buffer = io.BytesIO()  # the exporter takes only str paths: a file name that is not UTF-8 would fail
         with torch.no_grad():
-            torch.onnx.export(generator, (example,), tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            torch.onnx.export(generator, (example,), buffer, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, opset_version=opset,
                               dynamo=False)
-        proto = onnx.load(tmp)
+        proto = onnx.load_from_string(buffer.getvalue())
         for key, value in metadata.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        onnx.save(proto, tmp)
+        Path(tmp).write_bytes(proto.SerializeToString())
 
     return write
 

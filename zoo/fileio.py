@@ -75,18 +75,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
             os.fsync(fh.fileno())
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # the temp name means nothing to the user
+            raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(path)) from exc
         raise
     fsync_dir(path.parent)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Atomically write UTF-8 text."""
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    """Atomically write UTF-8 text (a name's undecodable bytes shown as ``\\xe9``: see zoo.text.for_file)."""
+    from zoo.text import for_file
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(for_file(text), encoding="utf-8"))
 
 
 def kind_of(st: os.stat_result) -> str:

@@ -87,7 +87,8 @@ def _fmt_s(seconds: float) -> str:
 
 def run_leaderboard(config: LeaderboardConfig, log: Callable[[str], None] | None = None) -> LeaderboardResult:
     """Train (or reuse), evaluate and rank every entry x seed of ``config``; write the three files."""
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if log is None:
+        from zoo.text import log_line as log
     try:
         return _run(config, log)
     except KeyboardInterrupt:

@@ -225,7 +225,7 @@ def plot_png(data: dict[str, Any]) -> str | None:
         err = None if ci[0] is None else [[r[key] - ci[0]], [ci[1] - r[key]]]
         ax.errorbar([r["infer_img_per_s"]], [r[key]], yerr=err, fmt="o", capsize=4,
                     color="#c0392b" if r["rank_label"] in ("1", "=1") else "#24476b")
-        ax.annotate(r["model"], (r["infer_img_per_s"], r[key]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(escape(r["model"]), (r["infer_img_per_s"], r[key]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     gray = next((r for r in data["rows"] if r["baseline"] and r.get(key) is not None), None)
     if gray is not None:
         ax.axhline(gray[key], color="#888", linestyle="--", linewidth=1, label="gray baseline")

@@ -19,10 +19,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from zoo.errors import SpecError, ZooError
+from zoo.errors import SpecError, UnknownComponent, ZooError
 from zoo.options import Options
 from zoo.component import BuildContext, Component, canonical_package, format_validation_error
-from zoo.registry import Registry
+from zoo.registry import Registry, disabled_plugins
 from zoo.text import one_line, shown
 
 SLOTS = {"generator": "generator", "discriminator": "discriminator", "gan_loss": "gan_loss",
@@ -168,7 +168,7 @@ class TrainSpec(SpecOptions):
     keep_checkpoints: int = Field(3, ge=2, description="checkpoints kept (older ones are deleted)")
     num_samples: int = Field(6, ge=1, le=64, description="validation images in each sample grid")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of init, dropout, sampling and augmentation")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$", description="auto: CUDA if available")
+    device: str = Field("auto", description="auto (CUDA if available), cpu, cuda, cuda:N or mps")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast precision; auto: bf16 on CPUs with avx512_bf16/AMX and on GPUs with bf16 "
         "tensor cores, fp16 with gradient scaling on older GPUs, else fp32 (fp16 on a CPU is emulated and very slow)")
@@ -205,6 +205,14 @@ class TrainSpec(SpecOptions):
             raise ValueError(f"a run name is at most 255 bytes (a folder name), got {len(os.fsencode(value))}")
         return value
 
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        """Only the name is checked here: whether the device exists is a matter of the machine that runs the spec."""
+        if not re.fullmatch(r"auto|cpu|cuda(:\d{1,4})?|mps", value):
+            raise ValueError(f"{shown(value)} is not a device: use auto, cpu, cuda, cuda:N or mps")
+        return value
+
     @model_validator(mode="after")
     def _has_length(self):
         if self.steps is None and self.epochs is None:
@@ -236,6 +244,8 @@ def recorded_component(kind: str, comp_spec: ComponentSpec, registry: Registry) 
     except ZooError as exc:
         if comp_spec.provider is None:
             raise
+        if isinstance(exc, UnknownComponent) and disabled_plugins():  # its message names ZOO_DISABLE_PLUGINS:
+            raise  # the plugin is there but disabled, so "install it" would mislead
         raise SpecError(f"{where} was recorded from {shown(comp_spec.provider)}, which provides no such component "
                         f"now ({exc}): install {shown(comp_spec.provider)} to continue this run") from None
     pin = component.plugin.pin

@@ -21,6 +21,7 @@ the rest of the run; losses.jsonl and the checkpoints go on.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -61,17 +62,31 @@ class TensorBoardLog:
     """
 
     def __init__(self, folder: Path, first_step: int, warn: Callable[[str], None]):
-        self.folder, self._warn, self._writer = Path(folder), warn, None
+        self.folder, self._warn, self._writer, self._dir_fd = Path(folder), warn, None, None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
             _quiet_writer_threads()
             # purge_step: TensorBoard discards events of earlier files from this step on (a resumed run's
             # steps after its checkpoint were logged once already by the run that was interrupted)
-            self._writer = SummaryWriter(log_dir=str(self.folder), purge_step=first_step + 1 if first_step else None,
+            self._writer = SummaryWriter(log_dir=self._log_dir(), purge_step=first_step + 1 if first_step else None,
                                          flush_secs=30)
         except Exception as exc:  # OSError, or protobuf / tensorboard's own error
             self._failed(exc, "open")
+
+    def _log_dir(self) -> str:
+        """The folder as TensorBoard can take it: its writer encodes paths as strict UTF-8, so a run folder whose
+        name is not UTF-8 is given as this process's open handle of it (``/proc/self/fd/N``, Linux)."""
+        name = str(self.folder)
+        try:
+            name.encode("utf-8")
+            return name
+        except UnicodeEncodeError:
+            if not os.path.isdir("/proc/self/fd"):
+                raise
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._dir_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        return f"/proc/self/fd/{self._dir_fd}"
 
     @property
     def active(self) -> bool:
@@ -112,13 +127,15 @@ class TensorBoardLog:
 
     def close(self) -> None:
         writer, self._writer = self._writer, None
-        if writer is None:
-            return
-        try:
-            writer.close()
-        except Exception as exc:
-            self._writer = writer  # so that _failed reports it
-            self._failed(exc, "finish")
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception as exc:
+                self._writer = writer  # so that _failed reports it
+                self._failed(exc, "finish")
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     def _failed(self, exc: BaseException, doing: str) -> None:
         reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

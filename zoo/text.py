@@ -50,9 +50,42 @@ def shown(value: object) -> str:
     return "'" + body.replace("'", "\\'") + "'"
 
 
+def for_file(text: str) -> str:
+    """``text`` as it can be written into a UTF-8 file (a Markdown or HTML board, a report): every undecodable byte
+    of a name (a lone surrogate from os.fsdecode) written as ``\\xe9``, the rest kept as it is."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join(_escape_char(ch) if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+
+
 def one_line(text: str) -> str:
     """A whole message made safe for one terminal line: every non-printable character escaped."""
     return escape(str(text))
 
 
-__all__ = ["escape", "one_line", "shown"]
+def log_line(msg: str) -> None:
+    """Print one progress or log line to stderr, made safe by :func:`one_line` (a data or run name that is not UTF-8
+    shows as ``\\xe9``, as in errors); a leading newline, which only ends a progress bar's line, is kept."""
+    import sys
+
+    body = msg.lstrip("\n")
+    print(msg[: len(msg) - len(body)] + one_line(body), file=sys.stderr, flush=True)
+
+
+def print_path(path) -> None:
+    """Print a path zoo made on stdout as its own bytes (for scripts: ``RUN=$(zoo train ...)``): a name that is not
+    UTF-8 cannot be printed as text under a UTF-8 locale."""
+    import sys
+
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream
+        print(one_line(os.fsdecode(path)), flush=True)
+        return
+    buffer.write(os.fsencode(path) + b"\n")
+    buffer.flush()
+
+
+__all__ = ["escape", "for_file", "log_line", "one_line", "print_path", "shown"]

@@ -11,7 +11,7 @@ import importlib
 import sys
 import warnings
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, file_system_error
 from zoo.text import one_line
 
 #: subcommand -> module in zoo.cli
@@ -33,14 +33,22 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"zoo: warning: {one_line(message)}", file=sys.stderr if file is None else file)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors (a bad flag value, an unknown flag, a missing argument) are one escaped
+    ``zoo: error:`` line with exit code 2, like every other user error, instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"zoo: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from zoo import __version__
 
-    parser = argparse.ArgumentParser(prog="zoo", allow_abbrev=False, description="A plugin-style model zoo for GAN image colorization.")
+    parser = _Parser(prog="zoo", allow_abbrev=False, description="A plugin-style model zoo for GAN image colorization.")
     parser.add_argument("--version", action="version", version=f"zoo {__version__}")
     # allow_abbrev=False: a typo such as --step must be an error, not silently read as --steps
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False))
+                                parser_class=functools.partial(_Parser, allow_abbrev=False))
     for name, module in COMMANDS.items():
         importlib.import_module(module).add_parser(sub)
     return parser
@@ -51,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     # fastai decorates functions with torch.jit.script at import; newer torch deprecates that. Not the user's concern.
     warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (its one line is printed) or --help / --version: their exit code
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(args.run(args) or 0)
     except ZooError as exc:
@@ -62,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `zoo list | head`
         return 0
+    except OSError as exc:  # a full disk or an unwritable path where no command expected one: still one line
+        print(f"zoo: error: {one_line(file_system_error(exc))}", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:

@@ -1,8 +1,6 @@
 """zoo data cache: decode and resize a source once into a persistent, memory-mapped cache (see zoo.datacache)."""
 from __future__ import annotations
 
-import sys
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="prepare training data (the decoded cache)",
@@ -39,6 +37,7 @@ def run(args) -> int:
     from zoo import datacache
     from zoo.sources import resolve_source
     from zoo.errors import DataError
+    from zoo.text import log_line, print_path
 
     if not 16 <= args.size <= 8192:
         raise DataError(f"--size {args.size} is out of range: give the run's load size, 16 to 8192")
@@ -48,15 +47,14 @@ def run(args) -> int:
     source = resolve_source(args.source, image_column=args.image_column)
     workers = args.workers if args.workers is not None else max(1, min(8, (os.cpu_count() or 2) - 1))
 
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+    log = log_line
 
     try:
         cache = datacache.build(source, args.size, log, root=args.cache_dir, workers=workers,
                                 shard_rows=args.shard_images)
     except KeyboardInterrupt:
-        print(f"zoo: interrupted; the finished shards are kept in {datacache.cache_folder(source, args.size, args.cache_dir)}"
-              f": run the same command again to continue", file=sys.stderr)
+        log(f"zoo: interrupted; the finished shards are kept in {datacache.cache_folder(source, args.size, args.cache_dir)}"
+            f": run the same command again to continue")
         return 130
     if args.verify:
         bad = datacache.verify(cache)
@@ -67,5 +65,5 @@ def run(args) -> int:
             raise DataError(f"the decoded cache {cache.folder} is damaged ({', '.join(bad)} fail their checksum; "
                             f"removed): run the same command again to rebuild them")
         log(f"zoo: verified {len(cache.shards)} shards")
-    print(cache.folder)
+    print_path(cache.folder)
     return 0

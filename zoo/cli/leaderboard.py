@@ -53,12 +53,13 @@ def run(args: argparse.Namespace) -> int:
     from zoo.errors import SpecError
     from zoo.board_entries import LeaderboardConfig
     from zoo.leaderboard import merge_boards, run_leaderboard
+    from zoo.text import print_path
 
     command = " ".join(["zoo", *sys.argv[1:]])
     if args.merge:
         if not args.out:
             raise SpecError("--merge needs --out DIR: the folder of the combined board")
-        print(merge_boards(args.merge, args.out, command=command).out)
+        print_path(merge_boards(args.merge, args.out, command=command).out)
         return 0
     config = LeaderboardConfig.from_cli(
         gens=_names(args.gens), disc=args.disc, discs=_names(args.discs), gan_losses=_names(args.gan_losses),
@@ -68,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
         overrides=list(args.overrides), device=args.device, progress=not args.no_progress,
         perceptual=not args.no_perceptual, command=command)
     result = run_leaderboard(config)
-    print(result.out)
+    print_path(result.out)
     return 0

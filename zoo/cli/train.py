@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 
-from zoo.errors import SpecError, ZooError
+from zoo.errors import SpecError, ZooError, file_system_error
 
 
 def add_parser(sub) -> None:
@@ -57,12 +56,9 @@ def run(args: argparse.Namespace) -> int:
             raise
         return exc.exit_code  # rank 0 reports the same error
     except OSError as exc:  # a file-system failure (full disk, read-only folder, a file where a folder goes)
-        if exc.filename is None:
-            raise
-        from zoo.text import shown
-
-        raise ZooError(f"cannot write or read {shown(exc.filename)}: {exc.strerror or exc}; check the path, its "
-                       f"permissions and the free disk space") from None
+        if not main_rank:
+            return 2
+        raise file_system_error(exc) from None
 
 
 def _run(args: argparse.Namespace, main_rank: bool = True) -> int:
@@ -83,6 +79,7 @@ def _run(args: argparse.Namespace, main_rank: bool = True) -> int:
 
 def _train(args: argparse.Namespace, main_rank: bool) -> int:
     from zoo.engine import Trainer
+    from zoo.text import print_path
 
     progress = not args.no_progress
     if args.resume:
@@ -105,7 +102,5 @@ def _train(args: argparse.Namespace, main_rank: bool) -> int:
         trainer = Trainer.create(spec, run_dir=args.out, progress=progress)
     trainer.fit()
     if main_rank:  # the folder's own bytes (a name that is not UTF-8 included), for scripts: RUN=$(zoo train ...)
-        sys.stdout.flush()
-        sys.stdout.buffer.write(os.fsencode(trainer.paths.root) + b"\n")
-        sys.stdout.buffer.flush()
+        print_path(trainer.paths.root)
     return 0
