@@ -1,5 +1,6 @@
 """The small owners every command uses: Runtime (device + precision), the output-replacement rule, escaping."""
 import os
+import sys
 import stat
 
 import pytest
@@ -12,11 +13,21 @@ from zoo.text import one_line, shown
 
 
 # ---- Runtime ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["bogus", "cuda:x", "", "cpu:0:1", "tpu", "meta"])
+@pytest.mark.parametrize("name", ["bogus", "cuda:x", "", "cpu:0:1", "tpu", "meta", "cpu:1"])
 def test_a_name_that_is_no_usable_device_is_one_spec_error(name):
     with pytest.raises(SpecError) as err:
         select_device(name)
     assert "\n" not in str(err.value) and ("cpu" in str(err.value))
+
+
+def test_train_and_colorize_take_the_same_cpu_names():
+    from zoo.spec import build_spec
+
+    for name in ("cpu", "cpu:0"):
+        assert select_device(name) == torch.device(name)
+        assert build_spec(None, None, {"device": name})[0].device == name  # the spec names what select_device takes
+    with pytest.raises(SpecError, match="is not a device"):
+        build_spec(None, None, {"device": "cpu:1"})
 
 
 def test_cuda_is_refused_in_one_line_without_a_gpu():
@@ -146,3 +157,21 @@ def test_cli_flags_are_never_abbreviated():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--step", "3"])
     assert build_parser().parse_args(["train", "--steps", "3"]).steps == 3
+
+
+def test_a_log_line_never_lands_on_a_progress_bars_line(capsys):
+    from tqdm import tqdm
+
+    from zoo.text import log_line
+
+    log_line("\nzoo: before any bar")  # no bar: the newline that would end one is kept
+    assert capsys.readouterr().err == "\nzoo: before any bar\n"
+    with tqdm(total=3, file=sys.stderr, mininterval=0) as bar:
+        bar.update(1)
+        log_line("\nzoo: during the bar")
+        bar.update(2)
+    err = capsys.readouterr().err
+    # the bar is cleared to the start of its line (\r) before the message, drawn again after it
+    assert "\rzoo: during the bar\n" in err
+    assert "\n\nzoo" not in err
+    assert err.rindex("3/3") > err.index("zoo: during the bar")

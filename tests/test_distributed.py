@@ -12,8 +12,7 @@ import torch
 
 from zoo.checkpoint import load_checkpoint
 from zoo.runfolder import list_checkpoints
-from zoo.distributed import World, check_batch, shard, weights_digest
-from zoo.engine import _check_parallel
+from zoo.distributed import World, check_batch, check_parallel, shard, weights_digest
 from zoo.errors import SpecError
 from zoo.spec import build_spec
 
@@ -84,8 +83,8 @@ def test_global_batch_is_split_evenly_across_ranks():
 def test_sync_batchnorm_needs_cuda_processes():
     spec, _ = build_spec(None, None, {"data.batch_size": 4}, ["sync_batchnorm=true"])
     with pytest.raises(SpecError, match="sync_batchnorm needs CUDA"):
-        _check_parallel(spec, World(0, 2), torch.device("cpu"))
-    _check_parallel(spec, World(), torch.device("cpu"))  # a single process: plain BatchNorm, nothing to sync
+        check_parallel(spec.data.batch_size, spec.sync_batchnorm, World(0, 2), torch.device("cpu"))
+    check_parallel(spec.data.batch_size, spec.sync_batchnorm, World(), torch.device("cpu"))  # a single process: plain BatchNorm, nothing to sync
 
 
 def test_v2_losses_train_under_ddp_with_the_ranks_in_step(tmp_path):

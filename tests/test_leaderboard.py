@@ -197,6 +197,40 @@ def test_runs_ranks_finished_runs_and_merge_combines_boards_of_one_protocol(boar
     assert not (tmp_path / "m2").exists()
 
 
+def test_a_board_folder_is_written_by_one_zoo_process_at_a_time(board, tmp_path, capsys):
+    from zoo.board_folder import BOARD_LOCK
+    from zoo.runfolder import RunLock
+
+    out, source = tmp_path / "merged", str(board[0] / "leaderboard.json")
+    out.mkdir()
+    with RunLock.take(out / BOARD_LOCK, out, what="leaderboard folder"):  # as a board running in another process
+        expect_error(zoo_here(capsys, "leaderboard", "--merge", source, "--out", str(out)), 2,
+                     "leaderboard folder", "in use by another zoo process", f"PID {os.getpid()}")
+        assert [p.name for p in out.iterdir()] == [BOARD_LOCK]  # refused before its marker or any file
+    expect_ok(zoo_here(capsys, "leaderboard", "--merge", source, "--out", str(out)))
+    assert {p.name for p in out.iterdir()} == {BOARD_LOCK, MARKER, "leaderboard.json", "leaderboard.md",
+                                               "leaderboard.html"}
+    expect_ok(zoo_here(capsys, "leaderboard", "--merge", source, "--out", str(out)))  # the lock file is zoo's own
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda b: b["images"][0].update(psnr="31.2"), ["images.0", "psnr is str, not a number"]),
+    (lambda b: b.pop("protocol"), ["protocol: Field required"]),
+    (lambda b: b["entries"][0].update(runs=None), ["entries.0.runs"]),
+    (lambda b: b["samples"].update(cells=[]), ["samples.cells"]),
+    (lambda b: b["sort"].pop("key"), ["sort.key"]),
+])
+def test_a_damaged_board_is_refused_in_one_line_before_anything_is_written(board, tmp_path, capsys, damage, words):
+    data = load(board[0])
+    damage(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    out = tmp_path / "merged"
+    proc = zoo_here(capsys, "leaderboard", "--merge", str(board[0] / "leaderboard.json"), str(bad), "--out", str(out))
+    expect_error(proc, 2, "bad.json", "not a leaderboard.json written by this zoo", *words)
+    assert not out.exists()
+
+
 def test_out_must_be_new_empty_or_a_board_zoo_made(tmp_path, capsys):
     foreign = tmp_path / "mine"
     foreign.mkdir()

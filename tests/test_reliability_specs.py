@@ -77,8 +77,11 @@ def test_config_folder_and_binary_file(tmp_path):
     with pytest.raises(SpecError, match="is a folder"):
         read_config(tmp_path / "conf.yaml")
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00\x01 not text")
-    with pytest.raises(SpecError, match="cannot read config file"):
+    with pytest.raises(SpecError, match=r"bin\.json' is not UTF-8 text \(byte 0xff at offset 0\); save it as UTF-8"):
         read_config(tmp_path / "bin.json")
+    (tmp_path / "latin1.yaml").write_bytes("steps: 3  # caf\xe9\n".encode("latin-1"))  # valid YAML, wrong encoding
+    with pytest.raises(SpecError, match=r"latin1\.yaml' is not UTF-8 text \(byte 0xe9 at offset 15\)"):
+        read_config(tmp_path / "latin1.yaml")
 
 
 @pytest.mark.parametrize("override, words", [

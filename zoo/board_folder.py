@@ -1,7 +1,9 @@
 """The board folder (``--out``) and the identity of its runs.
 
 * A board folder is new, empty, or one zoo made: its marker ``.zoo-board.json`` lists the finished runs (by spec
-  hash) and the measured throughputs, so the same command continues a board and reuses what finished.
+  hash) and the measured throughputs, so the same command continues a board and reuses what finished. One process
+  writes a board at a time: it holds ``.zoo-board.lock`` (:func:`lock_board_folder`) from before the marker is
+  written to the end.
 * A run is named by :func:`spec_hash`: the resolved spec (less where its files go), the budget and a fingerprint
   of the training data (:func:`data_fingerprint`).
 * The outputs: ``leaderboard.json`` (everything) and, rendered from it alone by :mod:`zoo.leaderboard_render`,
@@ -9,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +27,7 @@ from zoo.registry import get_registry
 from zoo.text import shown
 
 MARKER = ".zoo-board.json"  # a board folder zoo made: its finished runs and measured throughputs
+BOARD_LOCK = ".zoo-board.lock"  # held by the one zoo process writing the board (lock_board_folder)
 MARKER_FORMAT = "zoo-board/1"
 OUTPUTS = ("leaderboard.json", "leaderboard.md", "leaderboard.html")
 
@@ -97,12 +101,23 @@ def check_board_folder(out: Path, flag: str = "--out") -> dict[str, Any]:
             if not isinstance(loaded, dict) or loaded.get("format") != MARKER_FORMAT:
                 raise OutputRefused(f"{flag} {shown(out)}: {MARKER} is not a zoo board marker; choose another folder")
             state.update(loaded)
-        elif any(out.iterdir()):
+        elif any(p.name != BOARD_LOCK for p in out.iterdir()):
             raise OutputRefused(f"{flag} {shown(out)} is a non-empty folder zoo did not make as a board (no "
                                 f"{MARKER}): nothing in it is touched; choose a new or empty folder")
     for name in OUTPUTS:
         check_output_file(out / name, (Path(name).suffix,), "a leaderboard file", flag=flag)
     return state
+
+
+def lock_board_folder(out: Path, stack: contextlib.ExitStack, flag: str = "--out") -> dict[str, Any]:
+    """Make ``out``, take its lock (released when ``stack`` closes) and check it again under the lock: a second
+    board writing the same folder is refused in one line (naming the PID) before it writes anything."""
+    from zoo.runfolder import RunLock
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stack.enter_context(RunLock.take(out / BOARD_LOCK, out, what="leaderboard folder"))
+    return check_board_folder(out, flag)
 
 
 def save_state(out: Path, state: dict[str, Any]) -> None:
@@ -131,5 +146,5 @@ def write_outputs(data: dict[str, Any], out: Path) -> None:
         write_text(out / name, text)
 
 
-__all__ = ["MARKER", "OUTPUTS", "check_board_folder", "data_fingerprint", "finish", "run_folder_name",
+__all__ = ["BOARD_LOCK", "MARKER", "OUTPUTS", "check_board_folder", "lock_board_folder", "data_fingerprint", "finish", "run_folder_name",
            "save_state", "spec_hash", "throughput_key", "write_outputs"]

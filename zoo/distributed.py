@@ -210,3 +210,51 @@ def restore_rng(rng: dict[str, Any], seed: int, world: World, device: torch.devi
         torch.cuda.set_rng_state_all(mine["cuda"])
     if mine is rng and world.rank > 0:
         torch.manual_seed((seed * 1_000_003 + 7919 * (world.rank + 1) + 104_729 * step) % 2**63)
+
+
+def capture_rng(world: World, device: torch.device) -> dict[str, Any]:
+    """This process's RNG state for a checkpoint (:func:`restore_rng` reads it); under DDP every rank's stream
+    (each rank draws its own dropout masks), gathered to all ranks."""
+    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    if world.enabled:
+        rng["ranks"] = gather_objects(dict(rng), world)
+    return rng
+
+
+def agree(losses: dict[str, float], stop: str | None, world: World,
+          device: torch.device) -> tuple[dict[str, float], str | None]:
+    """One all-reduce per logged step: the losses averaged over ranks, and the stop signal (SIGINT/SIGTERM)
+    any rank saw, so every rank takes the same NaN / stop decision at the same step."""
+    flags = [float(stop == "SIGINT"), float(stop == "SIGTERM")]
+    total = all_reduce_sum(torch.tensor([*losses.values(), *flags], dtype=torch.float64, device=device),
+                           world).tolist()
+    sigint, sigterm = total[-2:]
+    if not stop and (sigint or sigterm):
+        stop = "SIGTERM" if sigterm else "SIGINT"
+    return {k: v / world.size for k, v in zip(losses, total)}, stop
+
+
+def check_same_weights(nets: tuple[torch.nn.Module, ...], world: World) -> list[tuple[str, ...]]:
+    """At the end of training: give every rank rank 0's buffers (BatchNorm statistics), then check that all ranks
+    hold the same weights (DDP keeps parameters in step: a mismatch is a bug, not a user error, so it raises
+    RuntimeError). Returns each rank's weight digests, one per net."""
+    for net in nets:
+        broadcast_buffers(net, world)
+    digests = gather_objects(tuple(weights_digest(net.state_dict()) for net in nets), world)
+    if any(d != digests[0] for d in digests):
+        raise RuntimeError(f"DDP ranks ended with different weights: {digests}")
+    return digests
+
+
+def check_parallel(batch_size: int, sync_batchnorm: bool, world: World, device: torch.device) -> None:
+    """Refuse, in one line, what this world and device cannot run (a batch that does not split over the ranks,
+    SyncBatchNorm off CUDA); nothing under a world of one."""
+    if not world.enabled:
+        return
+    check_batch(batch_size, world)
+    if sync_batchnorm and device.type != "cuda":
+        raise SpecError("sync_batchnorm needs CUDA (torch's SyncBatchNorm has no CPU kernel); drop "
+                        "--set sync_batchnorm=true for CPU processes")
+

@@ -8,14 +8,16 @@ spec.json (with new --steps/--epochs/--device) is written only with its first ne
 
 What each part does lives in its own module: :mod:`zoo.models` (build, init, load weights), :mod:`zoo.schedule`
 (stage/epoch/rows of a step), :mod:`zoo.batches` (a step's batch on the device), :mod:`zoo.gan_step` (the step),
-:mod:`zoo.signals` (Ctrl-C / SIGTERM), :mod:`zoo.runfolder` (layout, checkpoints, lock), :mod:`zoo.distributed`.
+:mod:`zoo.signals` (Ctrl-C / SIGTERM), :mod:`zoo.runfolder` (layout, checkpoints, lock), :mod:`zoo.training_log`
+(losses.jsonl, TensorBoard), :mod:`zoo.validation_grid` (val metrics, sample grid), :mod:`zoo.distributed`.
 
 Batches, augmentation and dropout are all seeded, and the torch RNG state is checkpointed, so on CPU a run resumed
 from a checkpoint ends with the same weights as one that was never interrupted (the EMA of the generator's
 weights, :mod:`zoo.ema`, included: it is updated after each step and saved in each checkpoint).
 
-Logs (rank 0): ``losses.jsonl`` (and ``curves.png``, :mod:`zoo.plot`) and the TensorBoard events of ``tb/``
-(:mod:`zoo.tensorboard`; ``spec.tensorboard``): the same rows, plus learning rates and the sample grids.
+Logs (rank 0, :mod:`zoo.training_log`): ``losses.jsonl`` (and ``curves.png``, :mod:`zoo.plot`) and the
+TensorBoard events of ``tb/`` (:mod:`zoo.tensorboard`; ``spec.tensorboard``): the same rows, plus learning rates
+and the sample grids.
 
 Faults during training (each one line; see README/docs "Reliability"):
 
@@ -29,7 +31,6 @@ Faults during training (each one line; see README/docs "Reliability"):
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -43,25 +44,18 @@ from zoo import distributed
 from zoo.batches import Batches
 from zoo.distributed import SINGLE, World
 from zoo.ema import GeneratorEMA
-from zoo.errors import CheckpointError, SpecError, ZooError
+from zoo.errors import CheckpointError, SpecError, TrainingStopped, ZooError
 from zoo.gan_step import gan_step, pretrain_step
 from zoo.losswatch import LossWatch, NonFiniteLoss
 from zoo.models import Models, build_models, load_training_state, prepare_for_training
 from zoo.registry import Registry, get_registry
+from zoo.training_log import TrainingLogWriter
 from zoo.runfolder import RunFolder, RunLock
 from zoo.runtime import Runtime, compile_in_place, is_out_of_memory, resolve_compile, select_device
 from zoo.schedule import Schedule
 from zoo.signals import StopSignals
 from zoo.spec import TrainSpec, spec_from_json, spec_to_json, validate_spec
 from zoo.text import log_line, shown
-
-
-class TrainingStopped(ZooError):
-    """Training stopped early (signal, non-finite loss, out of memory); a checkpoint says where."""
-
-    def __init__(self, message: str, exit_code: int = 130):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _stderr(msg: str) -> None:
@@ -109,11 +103,11 @@ class Trainer:
         self.batches = Batches(self.spec, train, self.schedule, self.runtime, self.world, self.log)
         self._stop = StopSignals(self.log, lambda: f"finishing step {self.step + 1}, saving a checkpoint, then "
                                                    f"stopping")
-        self._saved_step, self._log_failed = -1, False
+        self._saved_step = -1
         self._watch = LossWatch()  # the steps' losses, on the device until a log/sample/checkpoint step reads them
         if self.ema is not None:
             self.runtime.prepare(self.ema.model)
-        self._tb = None  # the run's TensorBoard events (zoo.tensorboard), open while fit() runs
+        self.training_log = TrainingLogWriter(self.paths, self.log, active=self.world.is_main)  # losses.jsonl, tb/
 
     @property
     def device(self) -> torch.device:
@@ -169,7 +163,7 @@ class Trainer:
         spec = spec.resolved(registry)
         world, device = distributed.setup(select_device(spec.device))
         runtime = Runtime.resolve(device, spec.precision)  # device + precision: resolved once, here
-        _check_parallel(spec, world, runtime.device)
+        distributed.check_parallel(spec.data.batch_size, spec.sync_batchnorm, world, runtime.device)
         if run_dir is None:
             name = spec.run_name or f"{spec.generator.name}-{spec.discriminator.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             run_dir = Path(spec.out) / name
@@ -229,9 +223,7 @@ class Trainer:
         try:
             return self._fit()
         finally:
-            if self._tb is not None:
-                self._tb.close()
-                self._tb = None
+            self.training_log.close()
             self.batches.close()  # data workers end before the lock is released: they share its file
             if self.lock is not None:
                 self.lock.release()
@@ -254,7 +246,10 @@ class Trainer:
                  f"torch.compile {'on' if self.compiled else 'off'} ({self._compile_why})"
                  + (f"; {self.world.size} processes, {spec.data.batch_size // self.world.size} images each per "
                     f"step{', SyncBatchNorm' if spec.sync_batchnorm else ''}" if self.world.enabled else ""))
-        self._open_logs()
+        if self.world.is_main and self.ema is not None:
+            self.log(f"zoo: {self.ema.describe()}: the sample grids and val metrics use it; checkpoints hold both "
+                     f"the raw and the EMA weights")
+        self.training_log.open(spec.tensorboard, self.step, spec_to_json(spec))
         bar = self._progress_bar(total)
         last_saved = None
         try:
@@ -293,8 +288,9 @@ class Trainer:
                         bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{ips:.1f}"},
                                         refresh=False)
                     if logging:
-                        self._write_log({"step": self.step, "stage": stage, "epoch": epoch, **losses,
-                                         "img_per_s": round(ips, 3), "time": time.time()})
+                        self.training_log.write({"step": self.step, "stage": stage, "epoch": epoch, **losses,
+                                            "img_per_s": round(ips, 3), "time": time.time()},
+                                           tensorboard_only=self._learning_rates(stage))
                         t_window, n_window = time.perf_counter(), 0
                     if self.step % spec.sample_every == 0 or self.step == total:
                         self._sample_or_warn()
@@ -358,33 +354,16 @@ class Trainer:
         return f"the last good checkpoint, {kept[-1].name}, is kept" if kept else "no checkpoint was saved yet"
 
     def _agree(self, losses: dict[str, float]) -> dict[str, float]:
-        """Under DDP: the losses averaged over ranks, and a stop signal seen by any rank seen by all (one
-        all-reduce per step), so every rank takes the same NaN / stop decision at the same step."""
-        if not self.world.enabled:
-            return losses
-        stop = self._stop
-        flags = [float(stop.name == "SIGINT"), float(stop.name == "SIGTERM")]
-        total = distributed.all_reduce_sum(torch.tensor([*losses.values(), *flags], dtype=torch.float64,
-                                                        device=self.device), self.world).tolist()
-        sigint, sigterm = total[-2:]
-        if not stop.name and (sigint or sigterm):
-            stop.name = "SIGTERM" if sigterm else "SIGINT"
-        return {k: v / self.world.size for k, v in zip(losses, total)}
+        """Under DDP: the losses averaged over ranks; a stop signal seen by any rank is seen by all."""
+        if self.world.enabled:
+            losses, self._stop.name = distributed.agree(losses, self._stop.name, self.world, self.device)
+        return losses
 
     def _check_ranks_agree(self) -> None:
-        """Under DDP: give every rank rank 0's BatchNorm buffers, then check that all ranks hold the same weights
-        (DDP keeps parameters in step; a mismatch would be a bug, not a user error) and log their digests."""
-        if not self.world.enabled:
-            return
-        m = self.models
-        for net in (m.generator, m.discriminator):
-            distributed.broadcast_buffers(net, self.world)
-        digests = distributed.gather_objects(
-            [distributed.weights_digest(net.state_dict()) for net in (m.generator, m.discriminator)], self.world)
-        self.log("zoo: weights digest per rank (generator/discriminator): "
-                 + ", ".join(f"rank {r} {g}/{d}" for r, (g, d) in enumerate(digests)))
-        if any(d != digests[0] for d in digests):
-            raise RuntimeError(f"DDP ranks ended with different weights: {digests}")
+        if self.world.enabled:
+            digests = distributed.check_same_weights((self.models.generator, self.models.discriminator), self.world)
+            self.log("zoo: weights digest per rank (generator/discriminator): "
+                     + ", ".join(f"rank {r} {g}/{d}" for r, (g, d) in enumerate(digests)))
 
     def _progress_bar(self, total: int):
         if not self.progress:
@@ -394,21 +373,6 @@ class Trainer:
         return tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True, file=sys.stderr,
                     mininterval=0.5)
 
-    def _write_log(self, row: dict[str, Any]) -> None:
-        """Append a row to losses.jsonl; a failed write (disk full) is one warning and training goes on."""
-        if not self.world.is_main:
-            return
-        if self._tb is not None:  # TensorBoard: the same numbers, plus the learning rates of training rows
-            self._tb.row(row["step"], {**row, **self._learning_rates(row.get("stage"))})
-        try:
-            with open(self.paths.losses, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
-        except OSError as exc:
-            if not self._log_failed:
-                self.log(f"zoo: warning: cannot append to {shown(self.paths.losses)} ({exc.strerror or exc}) at step "
-                         f"{self.step}; training goes on (checkpoints are still saved)")
-            self._log_failed = True
-
     def _learning_rates(self, stage: str | None) -> dict[str, float]:
         """``lr_<net>``: the learning rate of the optimiser that steps each net in ``stage`` (None: none)."""
         m = self.models
@@ -416,28 +380,9 @@ class Trainer:
                   "gan": {"generator": m.gen_optim, "discriminator": m.disc_optim}}.get(stage, {})
         return {f"lr_{net}": o.param_groups[0]["lr"] for net, o in optims.items() if o is not None}
 
-    def _open_logs(self) -> None:
-        """Rank 0, at the start of fit(): the TensorBoard events (spec.tensorboard) and the EMA line."""
-        if not self.world.is_main:
-            return
-        if self.ema is not None:
-            self.log(f"zoo: {self.ema.describe()}: the sample grids and val metrics use it; checkpoints hold both "
-                     f"the raw and the EMA weights")
-        if self.spec.tensorboard and self._tb is None:
-            from zoo.tensorboard import TensorBoardLog
-
-            self._tb = TensorBoardLog(self.paths.tensorboard, self.step, self.log)
-            if self._tb.active and self.step == 0:
-                self._tb.text("spec", spec_to_json(self.spec))
-
     # ---- outputs ------------------------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:
         m = self.models
-        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        if self.world.enabled:  # each rank draws its own dropout masks: keep every rank's stream
-            rng["ranks"] = distributed.gather_objects(dict(rng), self.world)
         return {
             "step": self.step,
             "gen_optim": m.gen_optim.state_dict(),
@@ -446,7 +391,7 @@ class Trainer:
             "scalers": {"generator": m.gen_scaler.state_dict(), "discriminator": m.disc_scaler.state_dict()},
             "losses": m.loss_states(),
             "precision": self.precision,
-            "rng": rng,
+            "rng": distributed.capture_rng(self.world, self.device),
         }
 
     def save(self) -> Path | None:
@@ -475,15 +420,14 @@ class Trainer:
             self.log(f"zoo: warning: cannot write the sample grid of step {self.step} to {where} "
                      f"({exc.strerror or exc}); training goes on (checkpoints are still saved)")
 
-    @torch.no_grad()
     def sample(self) -> Path | None:
-        """Sample grid (gray | prediction | truth) of fixed validation images, the val metrics (ab L1 over
-        ``data.val_images`` photos; ΔE00, PSNR and SSIM over the grid's photos) and the run's curves.png, at
-        this step; the same in TensorBoard. The generator (its EMA when the run keeps one: the row's
-        ``weights``) runs through the one inference path (:class:`zoo.inference.Predictor`)."""
+        """At this step: the val metrics (a log row) and the sample grid (gray | prediction | truth) of fixed
+        validation photos (:func:`zoo.validation_grid.validation_grid`), the same in TensorBoard, and the run's
+        curves.png. The generator (its EMA when the run keeps one: the row's ``weights``) runs through the one
+        inference path (:class:`zoo.inference.Predictor`)."""
         from zoo.inference import Predictor
-        from zoo.lab import model_output_to_uint8, uint8_to_model_input
         from zoo.plot import write_curves
+        from zoo.validation_grid import validation_grid
         from zoo.visual import save_grid
 
         val = self.data.val
@@ -493,53 +437,20 @@ class Trainer:
         net = self.ema.model if self.ema is not None else self.models.generator
         predictor = Predictor(net, self.runtime, name=self.spec.generator.name, prepare=False)
         n_eval = min(len(val), self.spec.data.val_images)
-        l1_sum, rows = 0.0, []
-        for start in range(0, n_eval, self.spec.data.batch_size):
-            imgs = val.images[start:min(n_eval, start + self.spec.data.batch_size)].to(self.device)
-            L, ab = uint8_to_model_input(imgs)
-            fake = predictor.predict_ab(L, check_finite=False)  # a NaN shows in val_l1 and the loss check
-            l1_sum += (fake - ab).abs().mean(dim=(1, 2, 3)).sum().item()
-            if start < self.spec.num_samples:
-                k = min(self.spec.num_samples - start, L.shape[0])
-                cells = [model_output_to_uint8(L[:k], x[:k]) for x in (torch.zeros_like(ab), fake, ab)]
-                rows.append(torch.stack(cells, 1).cpu())
-        grid = torch.cat(rows, 0)  # (k, 3 columns, 3, H, W) uint8
-        self._write_log({"step": self.step, "val_l1": l1_sum / n_eval, **_grid_metrics(grid),
-                         "val_images": n_eval, "weights": weights, "time": time.time()})
+        metrics, grid = validation_grid(predictor, val.images, n_eval, self.spec.data.batch_size,
+                                        self.spec.num_samples)
+        self.training_log.write({"step": self.step, **metrics, "val_images": n_eval, "weights": weights,
+                            "time": time.time()})
         out = self.paths.sample_path(self.step)
         save_grid(grid, out, column_titles=("gray input", "prediction" + " (EMA)" * (weights == "ema"),
                                             "ground truth"))
-        if self._tb is not None:
-            self._tb.image("samples", self.step, out)
+        self.training_log.image("samples", self.step, out)
         try:
             write_curves(self.paths.root)
         except (OSError, ZooError) as exc:  # a plot is never worth stopping a run for
             self.log(f"zoo: warning: cannot write {shown(self.paths.curves)} at step {self.step} "
                      f"({getattr(exc, 'strerror', None) or exc}); training goes on")
         return out
-
-
-def _grid_metrics(grid: torch.Tensor) -> dict[str, float]:
-    """Mean ΔE00, PSNR and SSIM (zoo.metrics, as ``zoo eval`` defines them) of a sample grid's predictions
-    against its ground truths, at the training size: a few images, so cheap at every sample step."""
-    from zoo.metrics import deltae2000, psnr, rgb_to_lab, ssim
-
-    scores = {"val_deltae00": [], "val_psnr": [], "val_ssim": []}
-    for row in grid:
-        pred, truth = (row[c].permute(1, 2, 0).numpy() for c in (1, 2))
-        scores["val_deltae00"].append(deltae2000(rgb_to_lab(pred), rgb_to_lab(truth)))
-        scores["val_psnr"].append(psnr(pred, truth))
-        scores["val_ssim"].append(ssim(pred, truth))
-    return {key: sum(values) / len(values) for key, values in scores.items()}
-
-
-def _check_parallel(spec: TrainSpec, world: World, device: torch.device) -> None:
-    """Refuse what this world and device cannot run, in one line."""
-    if world.enabled:
-        distributed.check_batch(spec.data.batch_size, world)
-        if spec.sync_batchnorm and device.type != "cuda":
-            raise SpecError("sync_batchnorm needs CUDA (torch's SyncBatchNorm has no CPU kernel); drop "
-                            "--set sync_batchnorm=true for CPU processes")
 
 
 __all__ = ["Trainer", "TrainingStopped"]

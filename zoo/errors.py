@@ -36,6 +36,15 @@ class PluginError(ZooError):
     """A plugin misbehaves (wrong output shape, broken builder)."""
 
 
+class TrainingStopped(ZooError):
+    """Training stopped early (signal, non-finite loss, out of memory); the message says which checkpoint holds
+    the run and how to continue. ``exit_code``: 130 (Ctrl-C), 143 (SIGTERM), 3 (a fault of the run)."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def file_system_error(exc: OSError) -> ZooError:
     """A file-system failure no command foresaw (a full disk, a read-only folder, a file where a folder goes,
     standard output on a full disk) as the one-line user error the CLI prints."""

@@ -10,6 +10,7 @@ The parts live in their own modules:
   three output files.
 * :mod:`zoo.board_ranking`: seed intervals, paired bootstrap differences from the leader, ties.
 * :mod:`zoo.leaderboard_render`: ``leaderboard.md`` and ``leaderboard.html`` from ``leaderboard.json`` alone.
+* :mod:`zoo.board_merge`: ``--merge``, boards of one protocol combined and ranked again.
 
 Here: planning the runs (every problem found before the first model trains), training them (a hash the board's
 marker lists as finished is evaluated, not retrained; a run folder without that mark is resumed, or trained anew
@@ -18,7 +19,7 @@ finished is kept; the same command continues). Torch and the training stack are 
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 import gc
 import json
 import os
@@ -30,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.board_entries import Entry, LeaderboardConfig, entry_spec
-from zoo.board_folder import (check_board_folder, data_fingerprint, finish, run_folder_name, save_state, spec_hash,
-                              throughput_key)
+from zoo.board_folder import (check_board_folder, data_fingerprint, finish, lock_board_folder, run_folder_name,
+                              save_state, spec_hash, throughput_key)
 from zoo.board_ranking import direction
 from zoo.errors import SpecError, ZooError
 from zoo.leaderboard_render import png_data_uri
@@ -90,13 +91,14 @@ def run_leaderboard(config: LeaderboardConfig, log: Callable[[str], None] | None
     if log is None:
         from zoo.text import log_line as log
     try:
-        return _run(config, log)
+        with contextlib.ExitStack() as held:  # the board folder's lock, taken before anything is written
+            return _run(config, log, held)
     except KeyboardInterrupt:
         raise BoardStopped(f"stopped by Ctrl-C; the finished runs are kept in {config.out}: rerun the same command "
                            f"to continue") from None
 
 
-def _run(config: LeaderboardConfig, log: Callable[[str], None]) -> LeaderboardResult:
+def _run(config: LeaderboardConfig, log: Callable[[str], None], held: contextlib.ExitStack) -> LeaderboardResult:
     # torch and the training stack: imported when a leaderboard runs (see the module docstring)
     from zoo import bench
     from zoo.engine import Trainer, TrainingStopped
@@ -107,9 +109,9 @@ def _run(config: LeaderboardConfig, log: Callable[[str], None]) -> LeaderboardRe
 
     registry = get_registry()
     started = time.perf_counter()
-    state = check_board_folder(config.out)
+    check_board_folder(config.out)  # refused at once; checked again under the lock before anything is written
     if config.runs:
-        return _rank_runs(config, state, log, started)
+        return _rank_runs(config, log, started, held)
 
     # Everything that can be wrong is checked before the first model trains.
     jobs: list[_Job] = []
@@ -133,7 +135,7 @@ def _run(config: LeaderboardConfig, log: Callable[[str], None]) -> LeaderboardRe
     size, batch = first.data.image_size, first.data.batch_size
     device = select_device(first.device)
     images, eval_rule = _eval_images(config, first, log)
-    config.out.mkdir(parents=True, exist_ok=True)
+    state = lock_board_folder(config.out, held)
     save_state(config.out, state)  # the folder is a board from now on: the same command continues it
     log(f"zoo: leaderboard of {len(config.entries)} entries x {config.seeds} seed(s) = {len(jobs)} runs, "
         f"{config.budget.describe() if config.budget else 'the length of each spec'}, {size} px; training data "
@@ -328,7 +330,7 @@ def _board_data(config, protocol, entries, gray_means, image_rows, names, sample
     }
 
 
-def _rank_runs(config: LeaderboardConfig, state, log, started) -> LeaderboardResult:
+def _rank_runs(config: LeaderboardConfig, log, started, held: contextlib.ExitStack) -> LeaderboardResult:
     """--runs: evaluate and rank finished run folders (runs whose specs differ only by seed are one entry)."""
     from zoo import bench
     from zoo.evaluate import GRAY_BASELINE, candidate_from_trained, evaluate, model_label
@@ -355,7 +357,7 @@ def _rank_runs(config: LeaderboardConfig, state, log, started) -> LeaderboardRes
         from zoo.perceptual import Perceptual
 
         scorer = Perceptual(device)
-    config.out.mkdir(parents=True, exist_ok=True)
+    state = lock_board_folder(config.out, held)
     save_state(config.out, state)
     gray_eval = evaluate([], images, device, batch_size=batch, previews=PREVIEWS, perceptual=scorer)
     image_rows = [{**r, "seed": None} for r in gray_eval.rows]
@@ -402,59 +404,4 @@ def _rank_runs(config: LeaderboardConfig, state, log, started) -> LeaderboardRes
 # ---------------------------------------------------------------------------------------------------------
 # Merging boards
 
-#: protocol keys that may differ between boards of one comparison: what was trained (each entry records its own
-#: training data and seeds), not how the test set was scored
-_VOLATILE = {"notes", "seeds", "training_data"}
-
-
-def merge_boards(paths: list[str], out: Path, command: str = "") -> LeaderboardResult:
-    """Combine boards (leaderboard.json files) of the same protocol into one, ranked again from their scores."""
-    state = check_board_folder(out)
-    boards = []
-    for path in paths:
-        p = Path(path)
-        if p.is_dir():
-            p = p / "leaderboard.json"
-        try:
-            boards.append((p, json.loads(p.read_text(encoding="utf-8"))))
-        except (OSError, ValueError) as exc:
-            raise SpecError(f"--merge {shown(p)}: not a readable leaderboard.json ({exc})") from None
-        if not isinstance(boards[-1][1], dict) or "entries" not in boards[-1][1]:
-            raise SpecError(f"--merge {shown(p)}: not a leaderboard.json written by this zoo (no entries)")
-    base_path, base = boards[0]
-    proto = {k: v for k, v in base["protocol"].items() if k not in _VOLATILE}
-    merged = copy.deepcopy(base)
-    for p, board in boards[1:]:
-        other = {k: v for k, v in board["protocol"].items() if k not in _VOLATILE}
-        if other != proto:
-            key = next(k for k in sorted(set(proto) | set(other)) if proto.get(k) != other.get(k))
-            raise SpecError(f"--merge: {shown(p)} has another protocol than {shown(base_path)} ({key}: "
-                            f"{shown(str(other.get(key))[:80])} vs {shown(str(proto.get(key))[:80])}): boards are "
-                            f"combined only when scored the same way on the same images")
-        if board["sort"] != base["sort"]:
-            pass  # the first board's sort key ranks the merged board
-        names = {e["name"] for e in merged["entries"]}
-        for e in board["entries"]:
-            if e["name"] in names:
-                raise SpecError(f"--merge: entry {shown(e['name'])} is in more than one board: rename it in one "
-                                f"of them (its leaderboard.json) or merge other boards")
-            merged["entries"].append(e)
-            merged["images"] += [r for r in board["images"] if r["model"] == e["name"]]
-            if e["name"] in board["samples"]["cells"] and board["samples"]["images"] == merged["samples"]["images"]:
-                cells = merged["samples"]["cells"]
-                truth = cells.pop("ground truth", None)
-                cells[e["name"]] = board["samples"]["cells"][e["name"]]
-                if truth is not None:
-                    cells["ground truth"] = truth
-    merged["command"] = command
-    merged["created"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    merged["merged_from"] = [str(p) for p, _ in boards]
-    merged["hardware_of"] = {str(p): b["hardware"] for p, b in boards}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_state(out, state)
-    finish(merged, out)
-    return LeaderboardResult(out, merged)
-
-
-__all__ = ["BoardStopped", "LeaderboardResult", "merge_boards", "run_leaderboard"]
+__all__ = ["BoardStopped", "LeaderboardResult", "run_leaderboard"]

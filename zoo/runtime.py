@@ -63,6 +63,8 @@ def select_device(name: str | torch.device) -> torch.device:
             raise SpecError("device 'mps' asked for but it is not available here: use --device cpu or auto")
     elif device.type != "cpu":
         raise SpecError(f"device {shown(str(device))} is not supported by zoo: use auto, cpu, cuda or cuda:N")
+    elif device.index not in (None, 0):  # torch names every CPU cpu:N, but there is one CPU device
+        raise SpecError(f"device {shown(str(device))} does not exist: the CPU is one device, cpu (or cpu:0)")
     return device
 
 

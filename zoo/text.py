@@ -67,10 +67,18 @@ def one_line(text: str) -> str:
 
 def log_line(msg: str) -> None:
     """Print one progress or log line to stderr, made safe by :func:`one_line` (a data or run name that is not UTF-8
-    shows as ``\\xe9``, as in errors); a leading newline, which only ends a progress bar's line, is kept."""
+    shows as ``\\xe9``, as in errors). While a tqdm progress bar is drawn, the bars are cleared, the line printed
+    on its own and the bars drawn again below it (tqdm's ``external_write_mode``), so a log line never lands on a
+    bar's line; without a bar a leading newline (which would end one) is kept."""
     import sys
 
     body = msg.lstrip("\n")
+    tqdm_std = sys.modules.get("tqdm.std")  # only when a caller drew a bar: logging never imports tqdm
+    bar = getattr(tqdm_std, "tqdm", None)
+    if bar is not None and getattr(bar, "_instances", None):
+        with bar.external_write_mode(file=sys.stderr):
+            print(one_line(body), file=sys.stderr, flush=True)
+        return
     print(msg[: len(msg) - len(body)] + one_line(body), file=sys.stderr, flush=True)
 
 

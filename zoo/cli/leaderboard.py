@@ -52,7 +52,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from zoo.errors import SpecError
     from zoo.board_entries import LeaderboardConfig
-    from zoo.leaderboard import merge_boards, run_leaderboard
+    from zoo.board_merge import merge_boards
+    from zoo.leaderboard import run_leaderboard
     from zoo.text import print_path
 
     command = " ".join(["zoo", *sys.argv[1:]])
