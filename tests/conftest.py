@@ -1,7 +1,8 @@
 """Shared test helpers, defined once and imported as ``from conftest import X`` (pytest puts tests/ on sys.path).
 
-* Running zoo: `run_zoo` (the real `zoo` command in a subprocess), `FAST` (its one-thread environment), `zoo_here`
-  (the same entry point in this process, for quick error paths),
+* Running zoo: `run_zoo` (the `zoo` command through its entry point in this process, or a real `python -m zoo`
+  subprocess where the test needs a process: `process=True`, a cwd, an env beyond `FAST`), `FAST` (the one-thread
+  environment), `zoo_here` (always in this process),
   `expect_ok` / `expect_error` / `one_error_line` (the exit code and the single `zoo: error:` line).
 * Training: `TINY` (CLI flags) / `TINY_SET` (spec overrides) for a tiny but complete config, `tiny_spec`,
   `tiny_args`, `train` (the real engine in-process), `train_tiny`, `assert_same_tensors`; fixtures `one_thread`,
@@ -65,25 +66,61 @@ TINY_SET = ["generator.options.n_down=3", "generator.options.ngf=8", "discrimina
 
 
 def run_zoo(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300,
-            check_rc: int | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m zoo ARGS`` in a subprocess, exactly as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=full_env,
-                          cwd=cwd, timeout=timeout)
+            check_rc: int | None = None, process: bool = False) -> subprocess.CompletedProcess:
+    """Run the ``zoo ARGS`` command and return its exit code, stdout and stderr.
+
+    By default in this process, through the command's entry point (:func:`_zoo_in_process`: the same parser, error
+    handling, exit codes and output as ``python -m zoo``, without the ~6 s of interpreter, torch and dynamo start-up
+    that a subprocess pays). As a real ``python -m zoo`` subprocess when the test needs one: ``process=True`` (signals,
+    a second process, a crash), a ``cwd``, or an ``env`` beyond ``FAST`` (PYTHONPATH of a plugin, ZOO_* variables,
+    torchrun's variables). ``FAST`` alone stays in process: this worker's torch already runs its share of the cores
+    (``_share_the_cores_between_workers``), one thread under the README's two workers.
+
+    ``ZOO_TESTS_IN_SUBPROCESSES=1`` runs every command as a subprocess (the whole suite as a user's shell would run
+    it, about three times slower): CONTRIBUTING.md, "Tests"."""
+    in_process = not (process or cwd is not None or os.environ.get("ZOO_TESTS_IN_SUBPROCESSES") == "1")
+    if in_process and all(FAST.get(k) == v for k, v in (env or {}).items()):
+        proc = _zoo_in_process(args)
+    else:
+        full_env = {**os.environ, **(env or {})}
+        proc = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=full_env,
+                              cwd=cwd, timeout=timeout)
     if check_rc is not None:
         assert proc.returncode == check_rc, f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
 
 
-def zoo_here(capsys, *args: str) -> subprocess.CompletedProcess:
-    """Run ``zoo ARGS`` through its entry point (zoo.cli.main) in this process: no interpreter and torch start-up,
-    for error paths that fail before any work. Returns what `run_zoo` would (exit code, stdout, stderr)."""
-    from zoo.cli import main
+def _zoo_in_process(args) -> subprocess.CompletedProcess:
+    """``zoo.cli.main(args)`` with stdout and stderr captured as a process's would be: byte streams in UTF-8, strict
+    on stdout and backslashreplace on stderr (Python's own stream settings), read back as ``subprocess.run(text=True)``
+    reads them, so a name that cannot be printed fails here as it would in a terminal. The registry is built
+    afresh for the command, as a new process would (a test may have changed ZOO_* or sys.path), and dropped after."""
+    import contextlib
+    import io
 
-    capsys.readouterr()  # only this command's output
-    rc = main(list(args))
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(["zoo", *args], rc, out, err)
+    from zoo.cli import main
+    from zoo.registry import get_registry
+
+    streams = {name: io.BytesIO() for name in ("stdout", "stderr")}
+    out = io.TextIOWrapper(streams["stdout"], encoding="utf-8", errors="strict", write_through=True)
+    err = io.TextIOWrapper(streams["stderr"], encoding="utf-8", errors="backslashreplace", write_through=True)
+    get_registry.cache_clear()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(list(args))
+    finally:
+        get_registry.cache_clear()
+    # as text=True reads a pipe: strict UTF-8, universal newlines (a progress bar's \r is a line end)
+    text = [streams[name].getvalue().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+            for name in ("stdout", "stderr")]
+    return subprocess.CompletedProcess(["zoo", *args], rc, *text)
+
+
+def zoo_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """``zoo ARGS`` in this process whatever the environment (``run_zoo`` without its subprocess cases); ``capsys``
+    is emptied first, so what the test printed before is not mistaken for the command's output."""
+    capsys.readouterr()
+    return _zoo_in_process(args)
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -412,3 +412,45 @@ def test_a_penalty_trains_under_fp16_with_a_grad_scaler(tmp_path):
     assert trainer.runtime.precision == "fp16" and trainer.models.disc_scaler.is_enabled()
     rows = [json.loads(line) for line in trainer.paths.losses.read_text().splitlines() if '"stage"' in line]
     assert all(np.isfinite(v) for k, v in rows[-1].items() if k.startswith(("d_", "g_")))
+
+
+V2_REGISTERED_AS_V1 = {
+    "multi_d": ("discriminator", "register_discriminators", """
+        class Disc(nn.Module):  # two scales, as pix2pixHD's: a v2 output
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv2d(3, 1, 3, padding=1)
+            def forward(self, x):
+                return [self.conv(x), self.conv(nn.functional.avg_pool2d(x, 2))]
+        def build(o, c):
+            return Disc()
+    """, r"returned list, expected \(2, 1, h, w\): several logit maps or features need contract 2: register it "
+         r"with contract=2"),
+    "ctx_hinge": ("gan_loss", "register_gan_losses", """
+        class Loss(nn.Module):  # written for loss(ctx)
+            def forward(self, ctx):
+                return torch.relu(1 - ctx.d_real.logits[0]).mean()
+        def build(o, c):
+            return Loss()
+    """, r"it was called as a version 1 loss, loss\(logits, target_is_real\): a loss that takes one StepContext "
+         r"must be registered with contract=2"),
+}
+
+
+@pytest.mark.parametrize("name", list(V2_REGISTERED_AS_V1))
+def test_a_v2_component_registered_without_contract_2_is_told_to_register_it_so(name, tmp_path, monkeypatch):
+    kind, hook, body, message = V2_REGISTERED_AS_V1[name]
+    code = textwrap.dedent(HEADER) + textwrap.dedent(body) + textwrap.dedent(f"""
+        @zoo.hookimpl
+        def {hook}(register):
+            register({name!r}, build, Opts)
+    """)
+    make_plugin_dist(tmp_path, f"v1-{name}", {f"v1_{name}": code}, {name: f"v1_{name}"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    get_registry.cache_clear()
+    try:
+        with pytest.raises(zoo.errors.PluginError, match=message) as info:
+            get_registry().create(kind, name, {})
+    finally:
+        get_registry.cache_clear()
+    assert f"v1-{name} 0.1" in str(info.value) and "\n" not in str(info.value)

@@ -2,6 +2,7 @@
 convolutions really compute in during a training step, exact resume in every precision with the grad scalers'
 state carried over in the checkpoint, and the speed paths (dense norm gradients, the inference generator) leaving
 values alone."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,12 +101,14 @@ def test_resume_is_exact_in_every_precision(tmp_path, precision):
 
 def test_resume_is_exact_with_compile_on(tmp_path):
     """torch.compile (inductor) in place: the same modules and state_dict keys, so checkpoints and an exact
-    resume work as in eager mode (the first trainer compiles, about a minute on a CPU; the others hit
-    inductor's cache)."""
+    resume work as in eager mode (the first trainer compiles, about a minute on a CPU; the resumed one hits
+    inductor's cache). The resumed run is the straight run as a kill after its step-2 checkpoint leaves it."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     first = train(spec(4, "bf16", compile="on"), straight)
     assert first.compiled and first.models.generator._compiled_call_impl is not None
-    train(spec(2, "bf16", compile="on"), resumed)
+    shutil.copytree(straight, resumed)
+    for late in (checkpoint(resumed, 4), state_path_for(checkpoint(resumed, 4))):
+        late.unlink()
     trainer = Trainer.resume(resumed, steps=4, **quiet())
     assert trainer.compiled and trainer.step == 2
     trainer.fit()

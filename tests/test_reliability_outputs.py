@@ -1,6 +1,7 @@
 """Corpus: what `zoo colorize`, `zoo eval` and `zoo export` do with hostile outputs, names, devices, sizes and
-checkpoints (issue 16). Real `zoo` subprocesses, real files (FIFOs, device nodes, undecodable names), real
-checkpoints written by hand from a tiny run trained once for this module."""
+checkpoints (issue 16). The real `zoo` command (`run_zoo`; a real subprocess where stdout is a full disk), real
+files (FIFOs, device nodes, undecodable names), real checkpoints written by hand from a tiny run trained once for
+this module."""
 import json
 import os
 import shutil
@@ -467,7 +468,8 @@ def test_a_full_disk_is_one_line_for_export_plot_board_and_stdout(run_dir, tmp_p
         line = one_line(zoo_here(capsys, *args))
         assert "No space left on device" in line and "free disk space" in line, (name, line)
         assert str(small_disk) in line, (name, line)  # the file that could not be written is named
-    assert sorted(os.listdir(small_disk)) == ["board", "filler"] and not os.listdir(small_disk / "board")
+    assert sorted(os.listdir(small_disk)) == ["board", "filler"]
+    assert os.listdir(small_disk / "board") == [".zoo-board.lock"]  # only zoo's lock: no marker, no board file
     with open(small_disk / "eval.json", "w") as stdout:  # `zoo list > FILE` on a full disk
         proc = subprocess.run([sys.executable, "-m", "zoo", "list"], stdout=stdout, stderr=subprocess.PIPE, text=True)
     line = one_line(proc)

@@ -1,9 +1,10 @@
 """Reliability corpus, the run folder: resume flags, --out folders, the writer lock, odd names, full disks, out of
 memory, foreign weights, leftovers of a killed save.
 
-Real `zoo train` subprocesses on real files: real signals, a real second process for the lock, a real tmpfs for
-the full disk (skipped where it cannot be mounted), a real third-party plugin whose forward fails a real
-allocation. In every failure case: the documented exit code, one `zoo: error:` line, no traceback, and nothing
+The real `zoo train` command on real files (`run_zoo`: its entry point in this process, a `python -m zoo`
+subprocess where a process is the point): real signals and kills sent to a real process, a real second process
+holding the lock, a real tmpfs for the full disk (skipped where it cannot be mounted), a real third-party plugin
+whose forward fails a real allocation. In every failure case: the documented exit code, one `zoo: error:` line, no traceback, and nothing
 of the run or of the user's files changed.
 """
 from __future__ import annotations

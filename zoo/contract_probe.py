@@ -57,14 +57,25 @@ def probe(component: Component, module, context: BuildContext) -> None:
     except (KeyboardInterrupt, PluginError):
         raise
     except BaseException as exc:  # noqa: BLE001 - SystemExit from a forward is the plugin's bug too
+        hint = ""
+        if component.kind not in NET_KINDS and isinstance(exc, (TypeError, AttributeError)):
+            hint = ("; it was called as a version 1 loss, " + ("loss(logits, target_is_real)" if component.kind ==
+                    "gan_loss" else "loss(fake_ab, real_ab)") + ": a loss that takes one StepContext must be "
+                    "registered with contract=2 (see zoo.hookspecs)")
         raise PluginError(f"{component.title} failed its contract check at image size {size}, batch {n}: "
-                          f"{failure(exc)}") from exc
+                          f"{failure(exc)}{hint}") from exc
     finally:
         if hasattr(module, "train"):
             module.train(was_training)
     if not ok:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise PluginError(f"{component.title} returned {got}, expected {expected}: fix the plugin's build function")
+        fix = "fix the plugin's build function"
+        if component.kind == "discriminator" and component.contract == 1 and isinstance(out, (list, tuple, dict)):
+            fix = "several logit maps or features need contract 2: register it with contract=2 (see zoo.hookspecs)"
+        elif component.kind == "generator" and isinstance(out, dict):
+            fix = ("in eval mode a generator returns ab itself (auxiliary outputs are for train mode, with "
+                   "contract=2: see zoo.hookspecs)")
+        raise PluginError(f"{component.title} returned {got}, expected {expected}: {fix}")
     if component.kind in NET_KINDS and not (out.is_floating_point() and out.requires_grad):
         raise PluginError(f"{component.title} returned a {str(out.dtype).removeprefix('torch.')} tensor that no "
                           f"gradient flows through (detached, or not floating point): its parameters could not be "

@@ -376,8 +376,11 @@ class RunLock:
                 raise RunLocked(f"{what} {shown(root)} is in use by another zoo process (PID {holder}): wait for "
                                 f"it to finish or stop it, then try again; nothing was written") from None
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # the PID is for the second process's message only: a full disk must not stop the lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
         return cls(fd, path)
 
     def release(self) -> None:
