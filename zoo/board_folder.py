@@ -17,14 +17,16 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from zoo.board_entries import Budget
 from zoo.board_ranking import compare_with_gray, pairwise, summarize
 from zoo.fileio import check_output_file, write_text
 from zoo.leaderboard_render import render_html, render_markdown
 from zoo.registry import get_registry
-from zoo.text import shown
+from zoo.text import one_line, shown
 
 MARKER = ".zoo-board.json"  # a board folder zoo made: its finished runs and measured throughputs
 BOARD_LOCK = ".zoo-board.lock"  # held by the one zoo process writing the board (lock_board_folder)
@@ -82,6 +84,54 @@ def run_folder_name(entry: str, seed: int, hash_: str) -> str:
 # The board folder
 
 
+def _relative_inside(path: str) -> str:
+    if os.path.isabs(path) or ".." in Path(path).parts or not path:
+        raise ValueError(f"{shown(path)} is not a path inside the board folder")
+    return path
+
+
+class _MarkerRun(BaseModel):
+    """A finished run as the marker records it (leaderboard.py writes it; every field is read back)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    entry: str
+    seed: int
+    seed_index: int
+    run_dir: Annotated[str, AfterValidator(_relative_inside)]
+    checkpoint: Annotated[str, AfterValidator(_relative_inside)]
+    steps: int
+    train_time_s: float
+
+
+class _MarkerProbe(BaseModel):
+    """A measured throughput: the numbers the board reads, each optional (an eval-only probe has no step time)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    seconds_per_step: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    infer_img_per_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    disc_params: int | None = None
+    precision: str | None = None
+
+
+class _Marker(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    runs: dict[str, _MarkerRun] = {}
+    probes: dict[str, _MarkerProbe] = {}
+
+
+def _marker_problem(loaded: dict[str, Any]) -> str | None:
+    """What is wrong with a marker's shape (at most three problems), or None: a hand-edited or damaged marker is
+    refused in one line before the board reads it (a list for ``runs`` used to be a traceback)."""
+    from zoo.component import format_validation_error
+
+    try:
+        _Marker.model_validate(loaded)
+    except ValidationError as exc:
+        problems = format_validation_error(exc).split("; ")
+        return "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    return None
+
+
 def check_board_folder(out: Path, flag: str = "--out") -> dict[str, Any]:
     """Refuse an --out that is not new, empty or a board folder zoo made; return its marker's state."""
     from zoo.fileio import OutputRefused
@@ -95,11 +145,16 @@ def check_board_folder(out: Path, flag: str = "--out") -> dict[str, Any]:
         if marker.is_file():
             try:
                 loaded = json.loads(marker.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise OutputRefused(f"{flag} {shown(out)}: its board marker {MARKER} is unreadable ({exc}); move "
+            except (OSError, ValueError, RecursionError) as exc:
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else one_line(exc)
+                raise OutputRefused(f"{flag} {shown(out)}: its board marker {MARKER} is unreadable ({reason}); move "
                                     f"it away or choose another folder") from None
             if not isinstance(loaded, dict) or loaded.get("format") != MARKER_FORMAT:
                 raise OutputRefused(f"{flag} {shown(out)}: {MARKER} is not a zoo board marker; choose another folder")
+            problem = _marker_problem(loaded)
+            if problem:
+                raise OutputRefused(f"{flag} {shown(out)}: its board marker {MARKER} is damaged ({problem}): move it "
+                                    f"away (its finished runs are then trained again) or choose another folder")
             state.update(loaded)
         elif any(p.name != BOARD_LOCK for p in out.iterdir()):
             raise OutputRefused(f"{flag} {shown(out)} is a non-empty folder zoo did not make as a board (no "

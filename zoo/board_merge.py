@@ -23,7 +23,7 @@ from zoo.component import format_validation_error
 from zoo.errors import SpecError
 from zoo.leaderboard import LeaderboardResult
 from zoo.metrics import ALL_METRICS
-from zoo.text import shown
+from zoo.text import one_line, shown
 
 
 class _Part(BaseModel):
@@ -101,8 +101,9 @@ def _merge(paths: list[str], out: Path, command: str, held: contextlib.ExitStack
             p = p / "leaderboard.json"
         try:
             boards.append((p, json.loads(p.read_text(encoding="utf-8"))))
-        except (OSError, ValueError) as exc:
-            raise SpecError(f"--merge {shown(p)}: not a readable leaderboard.json ({exc})") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else one_line(exc)
+            raise SpecError(f"--merge {shown(p)}: not a readable leaderboard.json ({reason})") from None
         try:
             _Board.model_validate(boards[-1][1])
         except ValidationError as exc:

@@ -164,7 +164,7 @@ def _state(folder: Path, source, size: int, fp: str | None = None) -> tuple[str,
         names = json.loads((folder / "names.json").read_text())
         if index.get("version") != VERSION or int(index["size"]) != size or len(names) != int(index["n"]):
             return "damaged", "index.json does not match this zoo version or size"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         return "damaged", f"unreadable index ({type(exc).__name__})"
     if index["fingerprint"] != (fp or fingerprint(source)):
         return "stale", "the source's files changed since it was built"
@@ -181,7 +181,7 @@ def _state(folder: Path, source, size: int, fp: str | None = None) -> tuple[str,
         try:
             meta = json.loads(meta_path.read_text())
             ok = int(meta["rows"]) == rows and len(meta["sizes"]) == rows
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             ok = False
         if not ok or not data_path.is_file() or data_path.stat().st_size != rows * 3 * size * size:
             return "damaged", f"{data_path.name} is missing, truncated or does not match its index"

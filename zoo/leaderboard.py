@@ -159,10 +159,10 @@ def _run(config: LeaderboardConfig, log: Callable[[str], None], held: contextlib
                 continue
             probe_key = throughput_key(job.spec, config.budget)
             probe = state["probes"].get(probe_key)
-            if probe is None:
+            if probe is None or probe.get("seconds_per_step") is None:  # an eval-only probe has no step time
                 gan = bench.GanBench.create(job.spec, registry)
                 step_s = bench.seconds_per_call(gan.train_step, repeats=2, warmup=1)
-                probe = {"seconds_per_step": step_s, "disc_params": bench.count_parameters(gan.discriminator),
+                probe = {**(probe or {}), "seconds_per_step": step_s, "disc_params": bench.count_parameters(gan.discriminator),
                          "precision": gan.precision}
                 del gan
                 gc.collect()

@@ -62,7 +62,9 @@ def read_log(run_dir: str | os.PathLike) -> RunLog:
         try:
             row = json.loads(line)
             step = int(row["step"])
-        except (ValueError, TypeError, KeyError):
+            if not 0 <= step < 2**63:
+                raise ValueError("step out of range")
+        except (ValueError, TypeError, KeyError, OverflowError, RecursionError):  # not JSON, 1e400, [[[... deep
             log.skipped += 1
             continue
         if not isinstance(row, dict):
@@ -71,11 +73,15 @@ def read_log(run_dir: str | os.PathLike) -> RunLog:
         for key, value in row.items():
             if key in NOT_CURVES or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
+            try:
+                value = float(value)  # an integer of 400 digits does not fit a float
+            except OverflowError:
+                continue
             if not math.isfinite(value):
                 continue
             steps, values = log.series.setdefault(key, ([], []))
             steps.append(step)
-            values.append(float(value))
+            values.append(value)
     if not log.series:
         what = f"{log.skipped} corrupt line(s), no usable row" if log.skipped else "no rows yet"
         raise PlotError(f"{shown(path)} has {what}: nothing to plot (train for at least log_every steps)")

@@ -176,6 +176,9 @@ def read_run_spec(run_dir: str | os.PathLike) -> str:
         json.loads(text)
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{shown(path)} is corrupt: {exc}") from None
+    except RecursionError:  # json's decoder recurses per level: [[[[... 100,000 deep
+        raise CheckpointError(f"{shown(path)} is corrupt: JSON nested too deeply to be a spec; restore it from the "
+                              f"run's newest checkpoint or a backup") from None
     return text
 
 
@@ -188,7 +191,7 @@ def is_zoo_spec(text: str) -> bool:
         if not isinstance(raw, dict) or not set(TrainSpec.model_fields) <= set(raw):
             return False
         spec_from_json(text)
-    except (ValueError, ZooError):
+    except (ValueError, RecursionError, ZooError):
         return False
     return True
 

@@ -395,5 +395,7 @@ def spec_from_json(text: str) -> TrainSpec:
         return TrainSpec.model_validate(json.loads(text))
     except json.JSONDecodeError as exc:
         raise SpecError(f"invalid stored spec: not JSON ({exc})") from None
+    except RecursionError:
+        raise SpecError("invalid stored spec: JSON nested too deeply to be a spec") from None
     except ValidationError as exc:
         raise SpecError(f"invalid stored spec: {format_validation_error(exc)}") from None

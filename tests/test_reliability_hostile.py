@@ -1,0 +1,89 @@
+"""Reliability corpus, hostile-user trial round 4 (issue 16): files of a run or a board that another command reads
+back (``losses.jsonl``, ``spec.json``, ``.zoo-board.json``, a board to ``--merge``) damaged or hand-edited into
+JSON of the wrong shape; the demo's download names; temporary files of a killed writer.
+
+The real `zoo` command (`run_zoo` / `zoo_here`: its entry point in this process, a `python -m zoo` subprocess where
+a kill is the point) on real files. Each failure case: the documented exit code, one `zoo: error:` line, no
+traceback, and the user's files unchanged.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import TINY, expect_error, expect_ok, zoo_here
+
+DEEP = "[" * 100_000  # json's decoder recurses once per level: RecursionError, not a JSONDecodeError
+
+TINY_BOARD = ["--gens", "unet", "--disc", "patch", "--budget", "1", "--seeds", "1", "--no-perceptual", *TINY]
+
+
+@pytest.mark.parametrize("marker, words", [
+    ({"runs": [], "probes": {}}, ["runs: Input should be a valid dictionary"]),
+    ({"runs": None}, ["runs: Input should be a valid dictionary"]),
+    ({"runs": {}, "probes": []}, ["probes: Input should be a valid dictionary"]),
+    ({"runs": {"h": {"entry": 1, "checkpoint": "/etc/passwd"}}}, ["runs.h.entry: Input should be a valid string",
+                                                                  "and 4 more"]),
+    ({"probes": {"k": {"seconds_per_step": "fast"}}}, ["probes.k.seconds_per_step"]),
+])
+def test_a_board_marker_of_the_wrong_shape_is_one_line(tmp_path, capsys, photos, marker, words):
+    """A `.zoo-board.json` that is JSON of the wrong shape (a list for `runs`, wrong types, a checkpoint outside
+    the board) is refused before the board reads it; it used to end in an AttributeError/TypeError traceback."""
+    board = tmp_path / "board"
+    board.mkdir()
+    text = json.dumps({"format": "zoo-board/1", **marker})
+    (board / ".zoo-board.json").write_text(text)
+    proc = zoo_here(capsys, "leaderboard", *TINY_BOARD, "--data", str(photos), "--out", str(board))
+    expect_error(proc, 2, "board marker .zoo-board.json is damaged", *words, "move it away")
+    assert (board / ".zoo-board.json").read_text() == text
+    assert sorted(p.name for p in board.iterdir()) == [".zoo-board.json"]
+
+
+def test_a_deeply_nested_board_marker_or_merged_board_is_one_line(tmp_path, capsys, tiny_run):
+    board = tmp_path / "board"
+    board.mkdir()
+    (board / ".zoo-board.json").write_text(DEEP)
+    proc = zoo_here(capsys, "leaderboard", "--runs", str(tiny_run), "--out", str(board), "--no-perceptual")
+    expect_error(proc, 2, "is unreadable (nested too deeply)")
+    (tmp_path / "deep.json").write_text(DEEP)
+    proc = zoo_here(capsys, "leaderboard", "--merge", str(tmp_path / "deep.json"), "--out", str(tmp_path / "m"))
+    expect_error(proc, 2, "not a readable leaderboard.json (nested too deeply)")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_deeply_nested_spec_json_is_one_line_on_resume(tmp_path, capsys, tiny_run):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "spec.json").write_text(DEEP)
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    proc = zoo_here(capsys, "train", "--resume", str(run))
+    expect_error(proc, 2, "spec.json' is corrupt: JSON nested too deeply", "restore it")
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+
+
+def test_losses_jsonl_lines_of_the_wrong_shape_are_skipped_by_zoo_plot(tmp_path, capsys, tiny_run):
+    """Lines `zoo plot` cannot use are counted and skipped: a step of 1e400 (OverflowError), a 400-digit number
+    (OverflowError in isfinite), a line nested 100,000 deep (RecursionError) used to be tracebacks."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    good = (run / "losses.jsonl").read_text()
+    bad = ['{"step": 1e400, "g_gan": 1}', '{"step": 1' + "0" * 400 + ', "g_gan": 1}', '{"step": -3, "g_gan": 1}',
+           DEEP, "[1, 2]", "null", '{"step": "x"}', "garbage", '{"step": 3, "g_gan": 1' + "0" * 400 + "}"]
+    (run / "losses.jsonl").write_text(good + "\n".join(bad) + "\n")
+    proc = zoo_here(capsys, "plot", str(run), "--out", str(tmp_path / "curves.png"))
+    expect_ok(proc)
+    assert "zoo: warning: skipped 8 corrupt line(s) in losses.jsonl" in proc.stderr
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_a_deeply_nested_cache_index_is_rebuilt(tmp_path, capsys, photos):
+    cache = tmp_path / "cache"
+    expect_ok(zoo_here(capsys, "data", "cache", str(photos), "--size", "32", "--cache-dir", str(cache)))
+    (index,) = cache.rglob("index.json")
+    index.write_text(DEEP)
+    proc = zoo_here(capsys, "data", "cache", str(photos), "--size", "32", "--cache-dir", str(cache))
+    expect_ok(proc)
+    assert "is damaged (unreadable index (RecursionError)): rebuilding it" in proc.stdout + proc.stderr
+    assert json.loads(index.read_text())["n"] == 6
