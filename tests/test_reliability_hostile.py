@@ -87,3 +87,31 @@ def test_a_deeply_nested_cache_index_is_rebuilt(tmp_path, capsys, photos):
     expect_ok(proc)
     assert "is damaged (unreadable index (RecursionError)): rebuilding it" in proc.stdout + proc.stderr
     assert json.loads(index.read_text())["n"] == 6
+
+
+def test_the_demo_download_name_holds_no_control_characters_from_the_upload(tiny_run, photos):
+    """`zoo demo` (its Flask app, driven by Flask's test client in this process): an uploaded file named with ESC,
+    a bidi override or a path gets a download name without them; the upload's own error messages show the name
+    escaped. The ESC used to go raw into the Content-Disposition header."""
+    import io
+    from urllib.parse import quote
+
+    from zoo import Colorizer
+    from zoo.demo import create_app
+
+    client = create_app([Colorizer.from_checkpoint(str(tiny_run), device="cpu")], ["run"]).test_client()
+    photo = (photos / "chelsea.png").read_bytes()
+    for name, stem in [("\x1b[2Jx\x07.png", "[2Jx"), ("caf\u00e9\u202egnp.png", "caf\u00e9gnp"),
+                       ("..\\..\\evil.png", "evil"), ("\x1b.png", "photo")]:
+        reply = client.post("/colorize", data={"model": "0", "photo": (io.BytesIO(photo), name)},
+                            content_type="multipart/form-data")
+        assert reply.status_code == 200, reply.get_data(as_text=True)
+        for url in (reply.get_json()["gray"], reply.get_json()["results"][0]["url"]):
+            download = client.get(f"/{url}?download=1")
+            assert download.status_code == 200 and download.mimetype == "image/png"
+            header = download.headers["Content-Disposition"]
+            assert not any(ord(c) < 32 or c in "\x7f\u202e" for c in header), repr(header)
+            assert any(f"{q}-" in header for q in (f"={stem}", f"=\"{stem}", f"''{quote(stem)}")), header
+    reply = client.post("/colorize", data={"model": "0", "photo": (io.BytesIO(b"not an image"), "\x1b[2Jx.png")},
+                        content_type="multipart/form-data")
+    assert reply.status_code == 400 and reply.get_json()["error"] == "cannot use '\\x1b[2Jx.png': not an image"

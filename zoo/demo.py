@@ -105,6 +105,17 @@ slider.addEventListener("input", () => {
 """
 
 
+def download_stem(filename: str) -> str:
+    """The stem of an uploaded file's name, safe as the browser's download name: control and format characters
+    (ESC, newlines, bidi overrides) would go raw into the Content-Disposition header, and werkzeug refuses a
+    newline there (a 500); a name of nothing else becomes ``photo``."""
+    import unicodedata
+
+    stem = Path(filename.replace("\\", "/")).stem
+    kept = "".join(c for c in stem if not unicodedata.category(c).startswith("C")).strip(" .")
+    return kept[:100] or "photo"
+
+
 def create_app(colorizers: Sequence, names: Sequence[str]):
     """The Flask app serving the page for ``colorizers`` (zoo.Colorizer objects) shown as ``names``."""
     from flask import Flask, abort, jsonify, render_template_string, request, send_file
@@ -159,7 +170,7 @@ def create_app(colorizers: Sequence, names: Sequence[str]):
             except ZooError as exc:  # out of memory, a model giving NaN: the page says so, the server goes on
                 return fail(f"cannot colorize {shown(file.filename)}: {exc}", 500)
             token = secrets.token_urlsafe(12)
-            uploads[token] = Upload(Path(file.filename).stem or "photo", gray, results)
+            uploads[token] = Upload(download_stem(file.filename), gray, results)
             while len(uploads) > KEEP_UPLOADS:
                 uploads.popitem(last=False)
         return jsonify(gray=f"image/{token}/gray.png",
@@ -237,4 +248,4 @@ def serve(models: Sequence[str], host: str = "127.0.0.1", port: int = 7860, devi
         server.server_close()
 
 
-__all__ = ["DemoError", "KEEP_UPLOADS", "MAX_UPLOAD_BYTES", "create_app", "serve"]
+__all__ = ["DemoError", "KEEP_UPLOADS", "MAX_UPLOAD_BYTES", "create_app", "download_stem", "serve"]
