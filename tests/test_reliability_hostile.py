@@ -115,3 +115,58 @@ def test_the_demo_download_name_holds_no_control_characters_from_the_upload(tiny
     reply = client.post("/colorize", data={"model": "0", "photo": (io.BytesIO(b"not an image"), "\x1b[2Jx.png")},
                         content_type="multipart/form-data")
     assert reply.status_code == 400 and reply.get_json()["error"] == "cannot use '\\x1b[2Jx.png': not an image"
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from zoo.fileio import atomic_write
+
+def write(tmp):
+    Path(tmp).write_bytes(b"half a file")
+    print("writing", flush=True)
+    time.sleep(120)
+
+atomic_write(sys.argv[1], write)
+"""
+
+
+def test_the_temporary_file_of_a_writer_killed_by_sigkill_is_taken_over_by_the_next_write(tmp_path, capsys,
+                                                                                        tiny_run):
+    """A real process writing an output through zoo's atomic_write (as `zoo export`, `zoo plot`, `zoo colorize`
+    and the board do) is killed by SIGKILL mid-write: its temporary file used to stay in the user's folder for
+    good. The next write of the same file takes it over (its flock died with the writer) and renames it; a live
+    writer's temporary file is left alone, and a symbolic link planted under the temporary name is never written
+    through."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "curves.png"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert [p.name for p in tmp_path.iterdir()] == [".curves.png.zoo.tmp"]
+    expect_ok(zoo_here(capsys, "plot", str(tiny_run), "--out", str(out)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+    live = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "other.png")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout.readline().strip() == "writing"
+        expect_ok(zoo_here(capsys, "plot", str(tiny_run), "--out", str(tmp_path / "other.png")))
+        assert (tmp_path / ".other.png.zoo.tmp").read_bytes() == b"half a file"  # the live writer's, untouched
+        assert (tmp_path / "other.png").read_bytes().startswith(b"\x89PNG")
+    finally:
+        live.kill()
+        live.wait()
+
+    mine = tmp_path / "mine.txt"
+    mine.write_text("my notes")
+    os.symlink(mine, tmp_path / ".third.png.zoo.tmp")
+    expect_ok(zoo_here(capsys, "plot", str(tiny_run), "--out", str(tmp_path / "third.png")))
+    assert mine.read_text() == "my notes" and (tmp_path / "third.png").read_bytes().startswith(b"\x89PNG")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".third.png.") and not p.is_symlink()]

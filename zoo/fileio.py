@@ -67,8 +67,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(path), suffix=TMP_SUFFIX, dir=path.parent)
-    os.close(fd)
+    fd, tmp = _open_temp(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
@@ -83,7 +82,41 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
         if isinstance(exc, OSError) and exc.filename in (None, tmp):  # the temp name means nothing to the user
             raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(path)) from exc
         raise
+    finally:
+        os.close(fd)  # drops the flock
     fsync_dir(path.parent)
+
+
+def _open_temp(path: Path) -> tuple[int, str]:
+    """The temporary file of ``path`` and a descriptor holding an exclusive ``flock`` on it while it is written.
+
+    First choice is one fixed name per target (``.NAME.zoo.tmp``): the temporary file of a writer killed by
+    SIGKILL (the kernel drops its lock) is taken over and renamed by the next write of the same file, so none
+    lingers. Held by a live writer, or not a plain file of one link (a symbolic link, a hard link): a fresh
+    random name (mkstemp) instead, which is never anything but zoo's own."""
+    import fcntl
+
+    fixed = path.parent / f"{temp_name_prefix(path)}zoo{TMP_SUFFIX}"
+    try:
+        fd = os.open(fixed, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError:
+        fd = None
+    if fd is not None:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise BlockingIOError
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            now = os.stat(fixed, follow_symlinks=False)  # a writer that just finished renamed it to its target
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                raise BlockingIOError
+            os.ftruncate(fd, 0)
+            return fd, str(fixed)
+        except OSError:
+            os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(path), suffix=TMP_SUFFIX, dir=path.parent)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd, tmp
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
