@@ -150,8 +150,18 @@ def _open(path: Path):
         raise VideoError(f"cannot read video {shown(path)}: not a video or a truncated file "
                          f"({exc.strerror or type(exc).__name__})") from None
     if not container.streams.video:
+        audio = len(container.streams.audio)
         container.close()
-        raise VideoError(f"cannot read video {shown(path)}: it has no video stream")
+        if not audio:  # an MP4 cut before its index (the moov box, written last) opens with one bare data stream
+            raise VideoError(f"cannot read video {shown(path)}: no video or audio stream can be found in it: it is "
+                             f"truncated (a copy or recording that stopped early) or not a video; copy it again")
+        raise VideoError(f"cannot read video {shown(path)}: it has no video stream, only {audio} audio stream(s): "
+                         f"give a file with a picture")
+    if container.streams.video[0].codec_context is None:  # a stream whose header never arrived (cut short)
+        container.close()
+        raise VideoError(f"cannot read video {shown(path)}: its video stream has no codec that can be opened: it "
+                         f"is truncated (a copy or recording that stopped early) or uses a codec ffmpeg lacks; copy "
+                         f"it again")
     return container
 
 
