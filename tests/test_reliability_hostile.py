@@ -172,8 +172,9 @@ def test_the_temporary_file_of_a_writer_killed_by_sigkill_is_taken_over_by_the_n
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".third.png.") and not p.is_symlink()]
 
 
-@pytest.mark.parametrize("keep", [0.3, 0.5, 0.67, 0.9])
-def test_a_truncated_video_is_one_line_saying_truncated(tmp_path, capsys, tiny_run, keep):
+@pytest.mark.parametrize("frames, shade, keep", [(20, 10, 0.3), (20, 10, 0.5), (20, 10, 0.67), (20, 10, 0.9),
+                                                  (30, 8, 0.67)])
+def test_a_truncated_video_is_one_line_saying_truncated(tmp_path, capsys, tiny_run, frames, shade, keep):
     """MP4s cut short (the moov index is written last): some open with a video stream whose codec never arrived
     (it used to be an AttributeError traceback from codec_context.width), some with one bare data stream (it
     used to say "it has no video stream", sending the user looking for a missing track, not a broken copy)."""
@@ -184,8 +185,8 @@ def test_a_truncated_video_is_one_line_saying_truncated(tmp_path, capsys, tiny_r
     with av.open(str(clip), "w") as container:
         stream = container.add_stream("mpeg4", rate=10)
         stream.width, stream.height, stream.pix_fmt = 48, 48, "yuv420p"
-        for i in range(20):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 48, 3), i * 10, np.uint8), format="rgb24")
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 48, 3), i * shade, np.uint8), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     cut = tmp_path / "cut.mp4"
@@ -195,4 +196,6 @@ def test_a_truncated_video_is_one_line_saying_truncated(tmp_path, capsys, tiny_r
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("zoo: skipped")]
     assert "truncated" in line and "no video stream" not in line, line
+    if (frames, keep) == (30, 0.67):  # this cut opens with one bare data stream
+        assert "no video or audio stream can be found in it" in line, line
     assert not out.exists() or not list(out.iterdir())
