@@ -199,3 +199,20 @@ def test_a_truncated_video_is_one_line_saying_truncated(tmp_path, capsys, tiny_r
     if (frames, keep) == (30, 0.67):  # this cut opens with one bare data stream
         assert "no video or audio stream can be found in it" in line, line
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_a_cache_shard_left_half_written_is_rebuilt_by_the_next_run(tmp_path, capsys, photos):
+    """What `zoo data cache` killed by SIGKILL mid-shard leaves (the index, a half-written `shard-*.u8.tmp`, no
+    shard JSON): the same command continues, rewrites that shard and leaves no temporary file; --verify passes."""
+    import os
+
+    cache = tmp_path / "cache"
+    expect_ok(zoo_here(capsys, "data", "cache", str(photos), "--size", "32", "--cache-dir", str(cache)))
+    (folder,) = [p for p in cache.iterdir() if p.is_dir()]
+    (folder / "shard-00000.json").unlink()
+    (folder / "shard-00000.u8").unlink()
+    (folder / "shard-00000.u8.tmp").write_bytes(os.urandom(100))
+    proc = zoo_here(capsys, "data", "cache", str(photos), "--size", "32", "--cache-dir", str(cache), "--verify")
+    expect_ok(proc)
+    assert "verified 1 shards" in proc.stdout + proc.stderr
+    assert not list(folder.glob("*.tmp"))
