@@ -216,3 +216,34 @@ def test_a_cache_shard_left_half_written_is_rebuilt_by_the_next_run(tmp_path, ca
     expect_ok(proc)
     assert "verified 1 shards" in proc.stdout + proc.stderr
     assert not list(folder.glob("*.tmp"))
+
+
+def test_inputs_whose_outputs_collide_are_all_written_and_nothing_of_the_user_replaced(tmp_path, capsys, tiny_run,
+                                                                                      photos):
+    """a.jpg + a.png + a-2.png: every input is written once under its own name (a.png, a-2.png, a-2-2.png). A
+    renamed output skips a name that holds the user's own file: `OUT/a-2.png` of the user used to make zoo skip
+    the input (exit 1, "pass --force", which would have replaced it); now it is written as a-3.png (0)."""
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.open(photos / "rocket.png").save(src / "a.jpg")
+    (src / "a.png").write_bytes((photos / "chelsea.png").read_bytes())
+    (src / "a-2.png").write_bytes((photos / "coffee.png").read_bytes())
+    out = tmp_path / "out"
+    proc = zoo_here(capsys, "colorize", *(str(src / n) for n in ("a.jpg", "a.png", "a-2.png")), "--model",
+                    str(tiny_run), "--out", str(out), "--no-progress")
+    expect_ok(proc)
+    assert sorted(p.name for p in out.iterdir()) == ["a-2-2.png", "a-2.png", "a.png"]
+    assert len(set(p.read_bytes() for p in out.iterdir())) == 3
+
+    mine_out = tmp_path / "mine"
+    mine_out.mkdir()
+    (mine_out / "a-2.png").write_bytes((photos / "astronaut.png").read_bytes())
+    for _ in range(2):  # a rerun replaces zoo's own a-3.png and still leaves the user's a-2.png alone
+        proc = zoo_here(capsys, "colorize", str(src / "a.jpg"), str(src / "a.png"), "--model", str(tiny_run),
+                        "--out", str(mine_out), "--no-progress")
+        expect_ok(proc)
+        assert "writing '" in proc.stdout + proc.stderr and "a-3.png' instead" in proc.stdout + proc.stderr
+        assert sorted(p.name for p in mine_out.iterdir()) == ["a-2.png", "a-3.png", "a.png"]
+        assert (mine_out / "a-2.png").read_bytes() == (photos / "astronaut.png").read_bytes()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -102,7 +103,9 @@ def plan(inputs: Sequence[str | os.PathLike], out: Path, fmt: str, say: Callable
             continue
         seen_sources.add(source.resolve())
         target, n = out / relative, 1
-        while target in taken:
+        # a renamed output skips names that hold a file zoo did not write (the user's own a-2.png stays untouched
+        # and this input is still written, as a-3.png)
+        while target in taken or (n > 1 and _not_zoo_image(target)):
             n += 1
             target = out / relative.with_name(f"{relative.stem}-{n}{relative.suffix}")
         if n > 1:
@@ -114,6 +117,15 @@ def plan(inputs: Sequence[str | os.PathLike], out: Path, fmt: str, say: Callable
         taken.add(target)
         jobs.append(Job(source, target))
     return jobs, skipped
+
+
+def _not_zoo_image(target: Path) -> bool:
+    """Whether ``target`` exists as anything but an image zoo wrote (a FIFO is not opened to find out)."""
+    try:
+        st = os.lstat(target)
+    except OSError:
+        return False
+    return not stat.S_ISREG(st.st_mode) or not has_image_mark(target)
 
 
 def _video_suffix(path: Path) -> str:
