@@ -162,8 +162,8 @@ def _run(config: LeaderboardConfig, log: Callable[[str], None], held: contextlib
             if probe is None or probe.get("seconds_per_step") is None:  # an eval-only probe has no step time
                 gan = bench.GanBench.create(job.spec, registry)
                 step_s = bench.seconds_per_call(gan.train_step, repeats=2, warmup=1)
-                probe = {**(probe or {}), "seconds_per_step": step_s, "disc_params": bench.count_parameters(gan.discriminator),
-                         "precision": gan.precision}
+                probe = {**(probe or {}), "seconds_per_step": step_s,
+                         "disc_params": bench.count_parameters(gan.discriminator), "precision": gan.precision}
                 del gan
                 gc.collect()
                 state["probes"][probe_key] = probe
