@@ -247,3 +247,19 @@ def test_inputs_whose_outputs_collide_are_all_written_and_nothing_of_the_user_re
         assert "writing '" in proc.stdout + proc.stderr and "a-3.png' instead" in proc.stdout + proc.stderr
         assert sorted(p.name for p in mine_out.iterdir()) == ["a-2.png", "a-3.png", "a.png"]
         assert (mine_out / "a-2.png").read_bytes() == (photos / "astronaut.png").read_bytes()
+
+
+def test_a_marker_probe_without_a_step_time_is_measured_again(tmp_path, capsys, photos):
+    """A marker's probe holding only the inference speed (the validated marker allows it) used to be a KeyError
+    when its run had to be trained again; now the step time is measured and the board is written."""
+    board = tmp_path / "board"
+    args = ["leaderboard", *TINY_BOARD, "--data", str(photos), "--out", str(board)]
+    expect_ok(zoo_here(capsys, *args))
+    marker = json.loads((board / ".zoo-board.json").read_text())
+    for probe in marker["probes"].values():
+        del probe["seconds_per_step"]
+    marker["runs"] = {}
+    (board / ".zoo-board.json").write_text(json.dumps(marker))
+    expect_ok(zoo_here(capsys, *args))
+    again = json.loads((board / ".zoo-board.json").read_text())
+    assert all(p["seconds_per_step"] > 0 for p in again["probes"].values()) and len(again["runs"]) == 1
