@@ -127,9 +127,17 @@ def _marker_problem(loaded: dict[str, Any]) -> str | None:
     try:
         _Marker.model_validate(loaded)
     except ValidationError as exc:
-        problems = format_validation_error(exc).split("; ")
-        return "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        return format_validation_error(exc, limit=3)
     return None
+
+
+def read_board_json(path: Path) -> Any:
+    """The JSON of a board file (the marker, a leaderboard.json); OSError, or ValueError whose text is the one-line
+    reason (JSON nested too deeply for the decoder included)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError:  # json's decoder recurses per level: [[[[... 100,000 deep
+        raise ValueError("nested too deeply") from None
 
 
 def check_board_folder(out: Path, flag: str = "--out") -> dict[str, Any]:
@@ -144,11 +152,10 @@ def check_board_folder(out: Path, flag: str = "--out") -> dict[str, Any]:
         marker = out / MARKER
         if marker.is_file():
             try:
-                loaded = json.loads(marker.read_text(encoding="utf-8"))
-            except (OSError, ValueError, RecursionError) as exc:
-                reason = "nested too deeply" if isinstance(exc, RecursionError) else one_line(exc)
-                raise OutputRefused(f"{flag} {shown(out)}: its board marker {MARKER} is unreadable ({reason}); move "
-                                    f"it away or choose another folder") from None
+                loaded = read_board_json(marker)
+            except (OSError, ValueError) as exc:
+                raise OutputRefused(f"{flag} {shown(out)}: its board marker {MARKER} is unreadable ({one_line(exc)}); "
+                                    f"move it away or choose another folder") from None
             if not isinstance(loaded, dict) or loaded.get("format") != MARKER_FORMAT:
                 raise OutputRefused(f"{flag} {shown(out)}: {MARKER} is not a zoo board marker; choose another folder")
             problem = _marker_problem(loaded)
@@ -201,5 +208,5 @@ def write_outputs(data: dict[str, Any], out: Path) -> None:
         write_text(out / name, text)
 
 
-__all__ = ["BOARD_LOCK", "MARKER", "OUTPUTS", "check_board_folder", "lock_board_folder", "data_fingerprint", "finish", "run_folder_name",
-           "save_state", "spec_hash", "throughput_key", "write_outputs"]
+__all__ = ["BOARD_LOCK", "MARKER", "OUTPUTS", "check_board_folder", "data_fingerprint", "finish", "lock_board_folder",
+           "read_board_json", "run_folder_name", "save_state", "spec_hash", "throughput_key", "write_outputs"]

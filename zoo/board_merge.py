@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import time
 from pathlib import Path
-
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from zoo.board_folder import check_board_folder, finish, lock_board_folder, save_state
+from zoo.board_folder import check_board_folder, finish, lock_board_folder, read_board_json, save_state
 from zoo.component import format_validation_error
 from zoo.errors import SpecError
 from zoo.leaderboard import LeaderboardResult
@@ -100,20 +98,17 @@ def _merge(paths: list[str], out: Path, command: str, held: contextlib.ExitStack
         if p.is_dir():
             p = p / "leaderboard.json"
         try:
-            boards.append((p, json.loads(p.read_text(encoding="utf-8"))))
-        except (OSError, ValueError, RecursionError) as exc:
-            reason = "nested too deeply" if isinstance(exc, RecursionError) else one_line(exc)
-            raise SpecError(f"--merge {shown(p)}: not a readable leaderboard.json ({reason})") from None
+            boards.append((p, read_board_json(p)))
+        except (OSError, ValueError) as exc:
+            raise SpecError(f"--merge {shown(p)}: not a readable leaderboard.json ({one_line(exc)})") from None
         try:
             _Board.model_validate(boards[-1][1])
         except ValidationError as exc:
-            problems = format_validation_error(exc).split("; ")
-            more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
             raise SpecError(f"--merge {shown(p)}: not a leaderboard.json written by this zoo: "
-                            f"{'; '.join(problems[:3])}{more}") from None
+                            f"{format_validation_error(exc, limit=3)}") from None
     base_path, base = boards[0]
     proto = {k: v for k, v in base["protocol"].items() if k not in _VOLATILE}
-    merged = copy.deepcopy(base)
+    merged = copy.deepcopy(base)  # the first board's sort key ranks the merged board
     for p, board in boards[1:]:
         other = {k: v for k, v in board["protocol"].items() if k not in _VOLATILE}
         if other != proto:
@@ -121,8 +116,6 @@ def _merge(paths: list[str], out: Path, command: str, held: contextlib.ExitStack
             raise SpecError(f"--merge: {shown(p)} has another protocol than {shown(base_path)} ({key}: "
                             f"{shown(str(other.get(key))[:80])} vs {shown(str(proto.get(key))[:80])}): boards are "
                             f"combined only when scored the same way on the same images")
-        if board["sort"] != base["sort"]:
-            pass  # the first board's sort key ranks the merged board
         names = {e["name"] for e in merged["entries"]}
         for e in board["entries"]:
             if e["name"] in names:

@@ -358,8 +358,9 @@ def failure(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, PluginStopped) else f"{type(exc).__name__}: {one_line(exc)}"
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """pydantic errors as one line: 'a.b: message; c: message'."""
+def format_validation_error(exc: ValidationError, limit: int | None = None) -> str:
+    """pydantic errors as one line: 'a.b: message; c: message' (the first ``limit`` of them, then how many more:
+    a damaged file of many rows stays one readable line)."""
     parts = []
     for err in exc.errors():
         loc = ".".join(one_line(p) for p in err["loc"]) or "(root)"  # keys from outside: escaped
@@ -369,6 +370,8 @@ def format_validation_error(exc: ValidationError) -> str:
         elif err["type"] == "value_error":  # a validator's own message says it all
             msg = msg.removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}")
+    if limit is not None and len(parts) > limit:
+        return "; ".join(parts[:limit]) + f"; and {len(parts) - limit} more"
     return "; ".join(parts)
 
 

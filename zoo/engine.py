@@ -58,10 +58,6 @@ from zoo.spec import TrainSpec, spec_from_json, spec_to_json, validate_spec
 from zoo.text import log_line, shown
 
 
-def _stderr(msg: str) -> None:
-    log_line(msg)
-
-
 def _quiet(msg: str) -> None:
     """The log of ranks other than 0: only rank 0 speaks."""
 
@@ -77,7 +73,7 @@ class Trainer:
     data: Any  # zoo.data.TrainData
     schedule: Schedule
     step: int = 0
-    log: Callable[[str], None] = field(default=_stderr)
+    log: Callable[[str], None] = field(default=log_line)
     progress: bool = True
     world: World = SINGLE  # this process's place in a torchrun job (a world of one without torchrun)
     lock: RunLock | None = None  # the run folder's writer lock (rank 0), released when fit() ends
@@ -159,7 +155,7 @@ class Trainer:
 
         registry = registry or get_registry()
         main = distributed.world_from_env().is_main
-        log = (log or _stderr) if main else _quiet
+        log = (log or log_line) if main else _quiet
         spec = spec.resolved(registry)
         world, device = distributed.setup(select_device(spec.device))
         runtime = Runtime.resolve(device, spec.precision)  # device + precision: resolved once, here
