@@ -98,6 +98,23 @@ def test_export_refuses_checkpoints_run_folders_and_other_files_unless_forced(ru
     notes.unlink()
 
 
+def test_a_new_output_file_inside_a_run_folder_is_refused_unless_forced(run_dir, tmp_path, capsys):
+    """Only zoo train writes in a run folder: `zoo plot --out RUN/curves.png` of another run, or an export into
+    RUN/checkpoints/, would be taken for the run's own files (or be replaced by its trainer)."""
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    (other / "curves.png").unlink(missing_ok=True)
+    before = sorted(str(p.relative_to(other)) for p in other.rglob("*"))
+    for command in (("plot", str(run_dir), "--out", str(other / "curves.png")),
+                    ("plot", str(run_dir), "--out", str(other / "samples" / "mine.png")),
+                    ("export", "--model", str(run_dir), "--out", str(other / "checkpoints" / "g.onnx"))):
+        line = one_line(zoo_here(capsys, *command))
+        assert f"inside the zoo run folder {shown(other)}" in line and "--force" in line, line
+    assert sorted(str(p.relative_to(other)) for p in other.rglob("*")) == before  # nothing written
+    expect_ok(zoo_here(capsys, "plot", str(run_dir), "--out", str(other / "mine.png"), "--force"))
+    assert (other / "mine.png").stat().st_size > 0
+
+
 def test_export_replaces_only_a_model_zoo_exported(run_dir, tmp_path, capsys):
     theirs = tmp_path / "model.onnx"  # the user's own ONNX model from elsewhere: the right suffix, no zoo metadata
     theirs.write_bytes(b"an ONNX model made by another tool")

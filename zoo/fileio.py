@@ -6,8 +6,8 @@ renamed over the target), so a crash or a full disk never leaves a half-written 
 Every output path a user names goes through :func:`check_output_file` first. The rule: zoo replaces only a
 regular file that the same command could have written (its suffix is one the command writes; an image must also
 carry zoo's mark, :data:`IMAGE_MARK`, so a user's own photo of that name is kept). It never replaces
-a folder, a FIFO, a device node, a socket or a symbolic link; and it refuses a zoo checkpoint or anything inside
-a zoo run folder unless the user passes ``--force``.
+a folder, a FIFO, a device node, a socket or a symbolic link; and it refuses a zoo checkpoint or any path inside
+a zoo run folder, existing or new (only ``zoo train`` writes there), unless the user passes ``--force``.
 """
 from __future__ import annotations
 
@@ -208,9 +208,13 @@ def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], what: 
     module docstring for the rule.
     """
     path = Path(path)
+    run = None if force else inside_run_folder(path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
+        if run is not None:  # a new file there would be taken for the run's own (or replaced by its trainer)
+            raise OutputRefused(f"{flag} {shown(path)} is inside the zoo run folder {shown(run)}, which only zoo "
+                                f"train writes: write elsewhere, or pass --force") from None
         return path
     except OSError as exc:
         raise OutputRefused(f"{flag} {shown(path)} cannot be checked ({exc.strerror or exc}); choose another path")
@@ -219,7 +223,6 @@ def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], what: 
         raise OutputRefused(f"{flag} {shown(path)} is a {kind}, not a file zoo wrote: zoo never replaces it; "
                             f"give a new file name for {what}")
     if not force:
-        run = inside_run_folder(path)
         if is_zoo_checkpoint(path):
             raise OutputRefused(f"{flag} {shown(path)} is a zoo checkpoint: it is not replaced; give another "
                                 f"file name, or pass --force to replace it")
