@@ -263,3 +263,19 @@ def test_a_marker_probe_without_a_step_time_is_measured_again(tmp_path, capsys, 
     expect_ok(zoo_here(capsys, *args))
     again = json.loads((board / ".zoo-board.json").read_text())
     assert all(p["seconds_per_step"] > 0 for p in again["probes"].values()) and len(again["runs"]) == 1
+
+
+@pytest.mark.parametrize("batch, warned", [(8, True), (2, False)])
+def test_a_batch_larger_than_the_training_set_is_warned_once(tmp_path, capsys, photos, batch, warned):
+    """Six photos (five train, one val) with --batch-size 8: every batch repeats images. The run still trains
+    (a smoke test on a few photos is legitimate) but says so once, naming the numbers and the fix."""
+    args = [a for a in TINY]
+    args[args.index("--batch-size") + 1] = str(batch)
+    proc = zoo_here(capsys, "train", "--data", str(photos), "--steps", "1", "--out", str(tmp_path / "run"), *args)
+    expect_ok(proc)
+    lines = [line for line in proc.stderr.splitlines() + proc.stdout.splitlines() if "repeats images" in line]
+    if warned:
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith("zoo: warning: batch size 8 is larger than the ") and "--batch-size" in lines[0]
+    else:
+        assert lines == []

@@ -200,3 +200,13 @@ def test_zoo_colorize_takes_videos_next_to_photos(setup, tmp_path):
     assert probe(out / "clip.mp4").frames == probe(clip).frames
     skipped = [line for line in proc.stderr.splitlines() if "broken.mp4" in line and "skipped" in line]
     assert len(skipped) == 1 and "Traceback" not in proc.stderr
+    assert "zoo: colorizing 1 image and 2 videos with" in proc.stderr
+    assert "zoo: colorized 2 of 3 inputs into" in proc.stderr and "1 failed: 'broken.mp4'" in proc.stderr
+    # only videos: the summary counts videos, never "0 of 1 images" / "1 images"
+    alone = run_zoo("colorize", str(broken), "--model", str(root / "run"), "--out", str(tmp_path / "o2"),
+                    "--no-progress", "--device", "cpu")
+    assert alone.returncode == 1 and "zoo: colorized 0 of 1 input into" in alone.stderr, alone.stderr
+    ok = run_zoo("colorize", str(clip), "--model", str(root / "run"), "--out", str(tmp_path / "o3"),
+                 "--no-progress", "--device", "cpu")
+    assert ok.returncode == 0 and "zoo: colorizing 1 video with" in ok.stderr, ok.stderr
+    assert "zoo: colorized 1 video into" in ok.stderr, ok.stderr

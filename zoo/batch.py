@@ -209,9 +209,7 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
                                   weights=weights, compile=compile)
     result = BatchResult(out, colorizer.name, colorizer.size, str(colorizer.device), colorizer.precision,
                          total=len(jobs) + len(videos) + len(skipped))
-    what = f"{len(jobs)} {'image' if len(jobs) == 1 else 'images'}"
-    if videos:
-        what += f" and {len(videos)} {'video' if len(videos) == 1 else 'videos'}"
+    what = _counted(len(jobs), len(videos))
     say(f"zoo: colorizing {what} with {shown(colorizer.name)}"
         f"{' (EMA weights)' if colorizer.weights == 'ema' else ''} at "
         f"{colorizer.size} px on {colorizer.device} ({colorizer.precision}) -> {shown(out)}")
@@ -292,13 +290,22 @@ def colorize_paths(inputs: Sequence[str | os.PathLike], model, out: str | os.Pat
         n = len(result.turned_gray)
         say(f"zoo: {n} colour {'photo was' if n == 1 else 'photos were'} turned to gray first (only the lightness "
             f"is kept): {_listing([shown(p.name) for p in result.turned_gray])}")
-    if result.failed:
-        say(f"zoo: colorized {len(result.written)} of {result.total} images into {shown(out)}; {len(result.failed)} "
+    if result.failed:  # inputs: photos and videos, or files that were neither
+        noun = ("input" if videos else "image") + ("" if result.total == 1 else "s")
+        say(f"zoo: colorized {len(result.written)} of {result.total} {noun} into {shown(out)}; {len(result.failed)} "
             f"failed: {_listing([shown(p.name) for p, _ in result.failed])}")
     else:
-        done = len(result.written)
-        say(f"zoo: colorized {done} {'image' if done == 1 else 'images'} into {shown(out)}")
+        videos_done = len(videos)  # none failed
+        say(f"zoo: colorized {_counted(len(result.written) - videos_done, videos_done)} into {shown(out)}")
     return result
+
+
+def _counted(images: int, videos: int) -> str:
+    """'3 images', '1 video', '2 images and 1 video' (what a summary line says was written)."""
+    parts = [f"{images} {'image' if images == 1 else 'images'}"] if images or not videos else []
+    if videos:
+        parts.append(f"{videos} {'video' if videos == 1 else 'videos'}")
+    return " and ".join(parts)
 
 
 def _colorize_videos(videos: list[Job], colorizer, result: BatchResult, batch_size: int, progress: bool, force: bool,

@@ -242,6 +242,8 @@ class Trainer:
                  f"torch.compile {'on' if self.compiled else 'off'} ({self._compile_why})"
                  + (f"; {self.world.size} processes, {spec.data.batch_size // self.world.size} images each per "
                     f"step{', SyncBatchNorm' if spec.sync_batchnorm else ''}" if self.world.enabled else ""))
+        if (repeats := self.schedule.repeat_warning()) is not None:
+            self.log(repeats)
         if self.world.is_main and self.ema is not None:
             self.log(f"zoo: {self.ema.describe()}: the sample grids and val metrics use it; checkpoints hold both "
                      f"the raw and the EMA weights")

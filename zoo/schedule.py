@@ -33,6 +33,14 @@ class Schedule:
         limits = [n for n in (spec.steps, spec.epochs * spe if spec.epochs else None) if n]
         return cls(spe, pre, min(limits), n_train, spec.data.batch_size, spec.seed)
 
+    def repeat_warning(self) -> str | None:
+        """A warning line when the batch is larger than the training set (every batch then repeats images, so a
+        run of "batch 16" on 5 images is not what its spec reads as), else None."""
+        if not 0 < self.n_items < self.batch_size:
+            return None
+        return (f"zoo: warning: batch size {self.batch_size} is larger than the {self.n_items} training images: "
+                f"each batch repeats images; lower --batch-size to {self.n_items} or less, or train on more images")
+
     @property
     def total(self) -> int:
         return self.pretrain_steps + self.gan_steps
