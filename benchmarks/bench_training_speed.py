@@ -272,5 +272,6 @@ def test_inference_speed(benchmark, bench_config, config, mode):
     seconds = _mean_seconds(benchmark, forward, rounds)
     benchmark.extra_info.update({
         "config": config, "mode": mode, "image_size": size, "batch_size": batch, "precision": gen.precision,
-        "layout": runtime.layout, "device": str(device), "compiled": gen.compiled, "first_call_s": round(first, 2),
+        "layout": runtime.layout, "device": str(device), "compiled": gen.compiled, "cuda_graphs": gen.cuda_graphs,
+        "first_call_s": round(first, 2),
         "img_per_s": round(batch / seconds, 3), "threads": torch.get_num_threads(), **_peak_memory()})

@@ -191,3 +191,28 @@ def test_a_compiled_predictor_pads_a_partial_batch_and_matches_eager(tmp_path):
     assert seen == [2, 2, 2]  # 5 images: 2 + 2 + (1 padded to 2)
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
     assert compiled.runs_at(t.spec.data.image_size) and seen[-1] == 1  # the size probe runs eagerly
+
+
+def _compiled_predictor_outputs_stay_apart(device: torch.device, tmp_path) -> None:
+    """Two calls of a compiled Predictor: the first result is unchanged by the second (on CUDA the graph's
+    output buffer is reused by every replay, so the Predictor must hand out copies)."""
+    t = Trainer.create(spec(1, "fp32"), run_dir=tmp_path / "r", **quiet())
+    gen = t.models.generator.eval()
+    a, b = t.batches(0)[0][:2], t.batches(1)[0][:2]
+    with torch.inference_mode():
+        ref_a, ref_b = gen(a), gen(b)
+    compiled = Predictor(gen, Runtime.resolve(device, "fp32"), compile=True)
+    assert compiled.cuda_graphs == (device.type == "cuda")
+    first = compiled.predict_ab(a)
+    second = compiled.predict_ab(b)
+    torch.testing.assert_close(first.cpu(), ref_a.cpu(), rtol=1e-4, atol=1e-4)  # not overwritten by the replay
+    torch.testing.assert_close(second.cpu(), ref_b.cpu(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_compiled_predictor_on_a_cpu_does_not_ask_for_cuda_graphs(tmp_path):
+    _compiled_predictor_outputs_stay_apart(CPU, tmp_path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device; this machine has none")
+def test_a_compiled_predictor_on_cuda_replays_graphs_and_hands_out_copies(tmp_path):
+    _compiled_predictor_outputs_stay_apart(torch.device("cuda"), tmp_path)

@@ -115,9 +115,11 @@ class Predictor:
         self.spec = spec
         self.weights = weights
         self.compiled = compile
+        #: compiled on CUDA: replayed as CUDA graphs (:func:`zoo.runtime.compile_in_place`)
+        self.cuda_graphs = compile and runtime.device.type == "cuda"
         self._largest_batch = 0  # compiled: what predict_ab pads smaller batches to
         if compile:
-            compile_in_place(self.generator)
+            compile_in_place(self.generator, cuda_graphs=self.cuda_graphs)
 
     @classmethod
     def from_trained(cls, model: "TrainedModel", precision: str | None = None, compile: str = "off") -> "Predictor":
@@ -165,6 +167,8 @@ class Predictor:
         if was_training:
             net.eval()
         try:
+            if self.cuda_graphs:  # each call is a new replay: nothing of the previous one is still read
+                torch.compiler.cudagraph_mark_step_begin()
             with self.runtime.autocast():
                 ab = net(self.runtime.batch(L))
         except Exception as exc:
@@ -176,6 +180,8 @@ class Predictor:
         finally:
             if was_training:
                 net.train()
+        if self.cuda_graphs:  # the graph's output buffer is overwritten by the next replay: hand out a copy
+            return ab.float().contiguous().clone()
         return ab.float().contiguous()
 
     def predict_ab(self, L: torch.Tensor, batch_size: int | None = None, check_finite: bool = True) -> torch.Tensor:

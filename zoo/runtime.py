@@ -170,15 +170,22 @@ def resolve_compile(setting: str, device: torch.device) -> tuple[bool, str]:
     return False, f"auto: off on {device.type}; compile=on pays in long runs"
 
 
-def compile_in_place(net: torch.nn.Module) -> torch.nn.Module:
+def compile_in_place(net: torch.nn.Module, cuda_graphs: bool = False) -> torch.nn.Module:
     """``net`` with its forward compiled by inductor (``nn.Module.compile``: the module, its parameters and its
     state_dict keys stay the same, so checkpoints, optimizers, EMA and DDP are unchanged). Shapes are static:
-    the engine's batches all have one shape, so nothing recompiles after the first steps."""
+    the engine's batches all have one shape, so nothing recompiles after the first steps.
+
+    ``cuda_graphs``: inductor's ``reduce-overhead`` mode, which replays each compiled shape as one CUDA graph (no
+    per-kernel launch cost). Only the inference path asks for it (:class:`zoo.inference.Predictor` on CUDA: one
+    fixed shape, no backward); its outputs live in the graph's memory and are overwritten by the next replay, so
+    the caller copies them out. On a CPU the mode compiles as the default one does (inductor skips graphs there).
+    Training does not use it: a GAN step calls the discriminator three times and the optimizers outside the
+    graph, and that was not measured on a GPU (docs/speed.md)."""
     import logging
 
     # inductor's C++ build on a machine without CUDA logs "No CUDA runtime is found" once: noise for a CPU run
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    net.compile(dynamic=False)
+    net.compile(dynamic=False, mode="reduce-overhead" if cuda_graphs else None)
     return net
 
 
