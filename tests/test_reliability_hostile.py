@@ -279,3 +279,24 @@ def test_a_batch_larger_than_the_training_set_is_warned_once(tmp_path, capsys, p
         assert lines[0].startswith("zoo: warning: batch size 8 is larger than the ") and "--batch-size" in lines[0]
     else:
         assert lines == []
+
+
+def test_a_cache_dir_that_is_a_file_the_data_folder_or_a_run_folder_is_refused(tmp_path, capsys, photos, tiny_run):
+    """`zoo data cache --cache-dir` writes shards there: never among the photos it caches (the docs promise the
+    cache is never inside the data folder), never in a run folder, and a file is said to be a file (it used to
+    be "Not a directory: free disk space")."""
+    data = tmp_path / "photos"
+    shutil.copytree(photos, data)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    before = {folder: sorted(p.name for p in folder.rglob("*")) for folder in (data, run)}
+    cases = {str(data): "is inside the data folder", str(data / "sub"): "is inside the data folder",
+             str(run): "is inside the zoo run folder", str(mine): "is a file, not a folder"}
+    for cache_dir, words in cases.items():
+        proc = zoo_here(capsys, "data", "cache", str(data), "--size", "40", "--cache-dir", cache_dir)
+        expect_error(proc, 2, "--cache-dir (or $ZOO_CACHE_DIR)", words)
+    assert {folder: sorted(p.name for p in folder.rglob("*")) for folder in (data, run)} == before
+    assert mine.read_text() == "mine"
+    expect_ok(zoo_here(capsys, "data", "cache", str(data), "--size", "40", "--cache-dir", str(tmp_path / "cache")))
