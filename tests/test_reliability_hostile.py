@@ -300,3 +300,20 @@ def test_a_cache_dir_that_is_a_file_the_data_folder_or_a_run_folder_is_refused(t
     assert {folder: sorted(p.name for p in folder.rglob("*")) for folder in (data, run)} == before
     assert mine.read_text() == "mine"
     expect_ok(zoo_here(capsys, "data", "cache", str(data), "--size", "40", "--cache-dir", str(tmp_path / "cache")))
+
+
+def test_a_symlink_loop_in_a_colorized_folder_is_a_note_and_not_a_failure(tmp_path, capsys, photos, tiny_run):
+    """`loop/up -> ..` lists the tree twice: every image is colorized once and the command succeeds (it used to
+    count the loop as a failed image: "colorized 6 of 7 images; 1 failed: 'loop'", exit 1)."""
+    tree = tmp_path / "tree"
+    shutil.copytree(photos, tree / "photos")
+    (tree / "photos" / "up").symlink_to("..")
+    out = tmp_path / "out"
+    proc = zoo_here(capsys, "colorize", str(tree), "--model", str(tiny_run), "--out", str(out), "--no-progress")
+    expect_ok(proc)
+    n = len(list(photos.iterdir()))
+    assert sorted(p.name for p in (out / "photos").iterdir()) == sorted(p.name for p in photos.iterdir())
+    assert [line for line in proc.stderr.splitlines() if "already listed" in line] == [
+        f"zoo: note: '{tree / 'photos' / 'up'}' is a folder already listed (symlink loop or duplicate link); its "
+        f"images are colorized once"]
+    assert f"zoo: colorized {n} images into" in proc.stderr

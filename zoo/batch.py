@@ -73,7 +73,7 @@ def plan(inputs: Sequence[str | os.PathLike], out: Path, fmt: str, say: Callable
     Raises DataError for a missing input, a folder without images, or an output that would overwrite an input.
     """
     from zoo.image_file import IMAGE_EXTENSIONS
-    from zoo.sources import scan_folder
+    from zoo.sources import ALREADY_LISTED, scan_folder
     from zoo.video import is_video
 
     out = Path(out)
@@ -116,7 +116,10 @@ def plan(inputs: Sequence[str | os.PathLike], out: Path, fmt: str, say: Callable
                             f"--out or --format")
         taken.add(target)
         jobs.append(Job(source, target))
-    return jobs, skipped
+    for name, reason in skipped:  # a second way into a folder already listed: a note, nothing of it is missed
+        if reason == ALREADY_LISTED:
+            say(f"zoo: note: {shown(name)} is a {reason}; its images are colorized once")
+    return jobs, [(name, reason) for name, reason in skipped if reason != ALREADY_LISTED]
 
 
 def _not_zoo_image(target: Path) -> bool:

@@ -124,6 +124,10 @@ def is_run_folder(folder: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(folder, "spec.json")) and os.path.isdir(os.path.join(folder, "checkpoints"))
 
 
+#: the reason :func:`scan_folder` gives for a folder it lists only once (nothing of it is missed)
+ALREADY_LISTED = "folder already listed (symlink loop or duplicate link)"
+
+
 def scan_folder(root: Path, skipped: list[tuple[str, str]], exclude: Sequence[str | os.PathLike] = ()) -> list[Path]:
     """Image files under ``root`` (IMAGE_EXTENSIONS, any case; recursive, symlinks followed once), sorted by path.
 
@@ -139,7 +143,7 @@ def scan_folder(root: Path, skipped: list[tuple[str, str]], exclude: Sequence[st
         dirpath = pending.pop()
         real = os.path.realpath(dirpath)
         if real in visited:  # a symlink loop or a second link to a folder already listed
-            skipped.append((dirpath, "folder already listed (symlink loop or duplicate link)"))
+            skipped.append((dirpath, ALREADY_LISTED))
             continue
         visited.add(real)
         if real in left_out or (dirpath != str(root) and is_run_folder(dirpath)):
