@@ -317,3 +317,16 @@ def test_a_symlink_loop_in_a_colorized_folder_is_a_note_and_not_a_failure(tmp_pa
         f"zoo: note: '{tree / 'photos' / 'up'}' is a folder already listed (symlink loop or duplicate link); its "
         f"images are colorized once"]
     assert f"zoo: colorized {n} images into" in proc.stderr
+
+
+@pytest.mark.parametrize("name, format, words", [
+    ("m.pt2", "onnx", "--out 'm.pt2' does not end in .onnx, the suffix of an ONNX model: name it 'm.onnx'"),
+    ("m.onnx", "pt2", "--out 'm.onnx' does not end in .pt2, the suffix of a torch.export program: name it 'm.pt2'"),
+    ("model", None, "--out 'model' does not end in .onnx, the suffix of an ONNX model: name it 'model.onnx'")])
+def test_an_export_name_whose_suffix_is_not_its_format_is_refused(tmp_path, capsys, tiny_run, monkeypatch, name,
+                                                                   format, words):
+    """`zoo export --out m.pt2 --format onnx` used to write an ONNX model named .pt2."""
+    monkeypatch.chdir(tmp_path)
+    proc = zoo_here(capsys, "export", "--model", str(tiny_run), "--out", name, *(["--format", format] if format else []))
+    expect_error(proc, 2, words)
+    assert list(tmp_path.iterdir()) == []

@@ -77,6 +77,10 @@ def export(model: str | Path, out: str | Path, format: str = "onnx", size: int |
     if format not in FORMATS:
         raise ExportError(f"unknown export format {shown(format)}: choose one of {', '.join(FORMATS)}")
     out = check_output_file(out, (FORMATS[format],), WHAT[format], force=force, made_by_zoo=is_zoo_export)
+    if out.suffix.lower() != FORMATS[format]:  # an ONNX model named .pt2 (or no suffix) misleads every tool after
+        raise ExportError(f"--out {shown(out)} does not end in {FORMATS[format]}, the suffix of {WHAT[format]}: name "
+                          f"it {shown(out.stem + FORMATS[format])} (without --format the suffix chooses: "
+                          f"{' or '.join(FORMATS.values())})")
     trained = load_trained(model, device=device, weights=weights)
     predictor = Predictor.from_trained(trained, precision="fp32")  # the exported graph is float32
     if out.resolve() == trained.checkpoint.path.resolve():
