@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import DataError, ZooError
-from zoo.fileio import OutputRefused, check_output_file, has_image_mark, inside_run_folder, kind_of
+from zoo.fileio import OutputRefused, check_output_file, check_output_folder, has_image_mark
 from zoo.text import shown
 
 #: --format -> (PIL format, save options, the suffix written)
@@ -139,20 +139,8 @@ def _video_suffix(path: Path) -> str:
 
 def check_out_folder(out: Path, force: bool = False) -> None:
     """Refuse an output folder that is something else (a file, a FIFO...) or lies inside a zoo run folder
-    (unless ``force``)."""
-    try:
-        st = os.stat(out)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise OutputRefused(f"--out {shown(out)} cannot be used ({exc.strerror or exc}): choose another folder")
-    if st is not None and kind_of(st) != "folder":
-        raise OutputRefused(f"--out {shown(out)} is a {kind_of(st)}, not a folder: give a folder for the colorized "
-                            f"images (it is created if missing)")
-    run = inside_run_folder(out / "x")
-    if run is not None and not force:
-        raise OutputRefused(f"--out {shown(out)} is inside the zoo run folder {shown(run)}: colorized images are not "
-                            f"written there; choose another folder, or pass --force")
+    (unless ``force``): :func:`zoo.fileio.check_output_folder`."""
+    check_output_folder(out, "--out", "the colorized images", force)
 
 
 def _listing(names: list[str], limit: int = 3) -> str:

@@ -257,27 +257,18 @@ def _decode_rows(items: Sequence, size: int, workers: int):
 def check_cache_root(root: Path, source) -> None:
     """Refuse a cache folder that is not a folder, or that lies inside the data folder it caches or inside a zoo
     run folder (the cache writes there, so it would put zoo's files among the user's photos or the run's own)."""
-    from zoo.fileio import inside_run_folder, kind_of
+    from zoo.fileio import OutputRefused, check_output_folder
 
     flag = "--cache-dir (or $ZOO_CACHE_DIR)"
-    try:
-        st = os.stat(root)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise DataError(f"{flag} {shown(root)} cannot be used ({exc.strerror or exc}): give another folder") from None
-    if st is not None and kind_of(st) != "folder":
-        raise DataError(f"{flag} {shown(root)} is a {kind_of(st)}, not a folder: give a folder for the decoded cache "
-                        f"(it is created if missing)")
     data = source_identity(source)
     real = os.path.realpath(root)
     if os.path.isdir(data) and (real == data or real.startswith(data.rstrip(os.sep) + os.sep)):
         raise DataError(f"{flag} {shown(root)} is inside the data folder {shown(source.name)}: the cache never goes "
                         f"among the photos it caches; give a folder outside it")
-    run = inside_run_folder(Path(real) / "x")
-    if run is not None:
-        raise DataError(f"{flag} {shown(root)} is inside the zoo run folder {shown(run)}, which only zoo train "
-                        f"writes: give a folder outside it")
+    try:
+        check_output_folder(root, flag, "the decoded cache")
+    except OutputRefused as exc:
+        raise DataError(str(exc)) from None
 
 
 def build(source, size: int, log: Callable[[str], None], root: str | os.PathLike | None = None, workers: int = 0,

@@ -238,6 +238,27 @@ def check_output_file(path: str | os.PathLike, suffixes: tuple[str, ...], what: 
     return path
 
 
-__all__ = ["IMAGE_MARK", "OutputRefused", "atomic_write", "check_output_file", "default_file_mode", "fsync_dir",
+def check_output_folder(path: str | os.PathLike, flag: str, what: str, force: bool | None = None) -> Path:
+    """Refuse an output folder that is something else (a file, a FIFO...) or lies inside a zoo run folder (only
+    ``zoo train`` writes there); ``what`` it will hold, for the message; ``force``: None where the command has no
+    ``--force``, else whether it was given (then a run folder is allowed). A missing folder is fine (it is made)."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise OutputRefused(f"{flag} {shown(path)} cannot be used ({exc.strerror or exc}): choose another folder")
+    if st is not None and kind_of(st) != "folder":
+        raise OutputRefused(f"{flag} {shown(path)} is a {kind_of(st)}, not a folder: give a folder for {what} (it is "
+                            f"created if missing)")
+    run = None if force else inside_run_folder(Path(os.path.realpath(path)) / "x")
+    if run is not None:
+        raise OutputRefused(f"{flag} {shown(path)} is inside the zoo run folder {shown(run)}, which only zoo train "
+                            f"writes: choose another folder" + ("" if force is None else ", or pass --force"))
+    return path
+
+
+__all__ = ["IMAGE_MARK", "OutputRefused", "atomic_write", "check_output_file", "check_output_folder", "default_file_mode", "fsync_dir",
            "has_image_mark", "image_mark_options", "inside_run_folder", "is_zoo_checkpoint", "kind_of",
            "temp_name_prefix", "write_text"]
